@@ -1,0 +1,23 @@
+"""Model access: the backend protocol, the HF backend and the embedded models (no hub downloads)."""
+
+from __future__ import annotations
+
+from engine.backends.base import Backend, BackendUnavailable, Generation, Sampling
+from engine.config import ModelConfig
+
+
+def load_backend(model: ModelConfig, torch_threads: int | None = None) -> Backend:
+    """Build the backend a model config names; heavy, so stages call it once per actor."""
+    if model.backend == "hf":
+        from engine.backends.hf import HFBackend
+
+        return HFBackend(model, torch_threads=torch_threads)
+    if model.backend == "vllm":
+        raise BackendUnavailable(
+            "model.backend=vllm is not available in this build yet; use model.backend=hf "
+            "(the vLLM path is tracked in its own issue)."
+        )
+    raise BackendUnavailable(f"unknown model.backend={model.backend!r}; choose one of: hf, vllm")
+
+
+__all__ = ["Backend", "BackendUnavailable", "Generation", "Sampling", "load_backend"]

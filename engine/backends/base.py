@@ -1,0 +1,47 @@
+"""The backend protocol every model engine implements: generation and per-token losses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding settings for one generate() call; temperature 0 is greedy."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One completion: its text, token counts and why it stopped; `error` set means no text was produced."""
+
+    text: str
+    prompt_tokens: int
+    generated_tokens: int
+    finish_reason: str  # stop | length | error
+    error: str = ""
+
+
+class Backend(Protocol):
+    """A model engine: chat prompts in (one user turn each), completions or token losses out."""
+
+    name: str
+
+    def generate(self, prompts: list[str], sampling: Sampling) -> list[Generation]: ...
+
+    def token_losses(self, sequences: list[list[int]]) -> list[np.ndarray]: ...
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend or model cannot be used on this machine; the message says what to install or pass."""

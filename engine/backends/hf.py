@@ -1,0 +1,149 @@
+"""The transformers backend: batched chat generation and per-token losses, on CPU here and CUDA anywhere."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+from engine.backends.base import Generation, Sampling
+from engine.backends.embedded import resolve_model_path
+from engine.config import ModelConfig
+
+log = logging.getLogger("engine.backends")
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Positions of per-token loss computed at once: [chunk x vocab] logits instead of [batch x seq x vocab].
+LOSS_CHUNK = 1024
+
+
+def pick_device(requested: str) -> torch.device:
+    """`auto` means CUDA when present, else CPU."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+class HFBackend:
+    """A transformers causal LM behind the Backend protocol."""
+
+    def __init__(self, model: ModelConfig, torch_threads: int | None = None):
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.name = model.name
+        self.config = model
+        self.path = resolve_model_path(model)
+        self.device = pick_device(model.device)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=DTYPES[model.dtype]).to(self.device)
+        self.model.eval()
+        self.eos_id = self.tokenizer.eos_token_id
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
+        self.bos_id = self.tokenizer.bos_token_id
+
+    def chat_ids(self, prompt: str) -> list[int]:
+        """Token ids of a single-user-turn chat with the generation prompt: the template applied once, to ids."""
+        encoded = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True
+        )
+        ids = encoded["input_ids"] if isinstance(encoded, Mapping) else encoded
+        return [int(i) for i in ids]
+
+    def generate(self, prompts: list[str], sampling: Sampling) -> list[Generation]:
+        """Complete each prompt; similar lengths are batched together and left-padded."""
+        encoded = [self.chat_ids(p) for p in prompts]
+        results: list[Generation | None] = [None] * len(prompts)
+        budget = self.config.max_model_len - sampling.max_new_tokens
+        fits = []
+        for i, ids in enumerate(encoded):
+            if len(ids) > budget:
+                results[i] = Generation(
+                    "", len(ids), 0, "error",
+                    error=f"prompt of {len(ids)} tokens + {sampling.max_new_tokens} new exceeds "
+                    f"max_model_len={self.config.max_model_len}",
+                )
+            else:
+                fits.append(i)
+        fits.sort(key=lambda i: len(encoded[i]))
+        step = max(1, self.config.max_batch_size)
+        for start in range(0, len(fits), step):
+            chunk = fits[start:start + step]
+            for i, generation in zip(chunk, self._generate_batch([encoded[i] for i in chunk], sampling, start)):
+                results[i] = generation
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _generate_batch(self, batch_ids: list[list[int]], sampling: Sampling, offset: int) -> list[Generation]:
+        width = max(len(ids) for ids in batch_ids)
+        input_ids = torch.full((len(batch_ids), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch_ids), width), dtype=torch.long)
+        for row, ids in enumerate(batch_ids):
+            input_ids[row, width - len(ids):] = torch.tensor(ids)
+            attention[row, width - len(ids):] = 1
+        settings = GenerationConfig(
+            max_new_tokens=sampling.max_new_tokens,
+            do_sample=not sampling.greedy,
+            eos_token_id=self.eos_id,
+            pad_token_id=self.pad_id,
+            **({} if sampling.greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}),
+        )
+        torch.manual_seed(sampling.seed + offset)
+        out = self.model.generate(
+            input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device), generation_config=settings
+        )
+        new_tokens = out[:, width:].cpu().tolist()
+        generations = []
+        for ids, tokens in zip(batch_ids, new_tokens):
+            stopped = self.eos_id in tokens
+            if stopped:
+                tokens = tokens[: tokens.index(self.eos_id)]
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            generations.append(
+                Generation(text, len(ids), len(tokens) + int(stopped), "stop" if stopped else "length")
+            )
+        return generations
+
+    @torch.inference_mode()
+    def token_losses(self, sequences: list[list[int]]) -> list[np.ndarray]:
+        """Cross-entropy of every token given its prefix (len - 1 values per sequence), in float32.
+
+        Sequences of similar length share a right-padded forward pass; logits are formed only at real
+        positions and in chunks, so no [batch x seq x vocab] tensor is ever materialised."""
+        losses: list[np.ndarray | None] = [None] * len(sequences)
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        decoder = self.model.get_decoder()
+        head = self.model.get_output_embeddings()
+        step = max(1, self.config.max_batch_size)
+        for start in range(0, len(order), step):
+            chunk = order[start:start + step]
+            width = max(len(sequences[i]) for i in chunk)
+            ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+            attention = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, i in enumerate(chunk):
+                ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
+                attention[row, : len(sequences[i])] = 1
+            hidden = decoder(input_ids=ids.to(self.device), attention_mask=attention.to(self.device)).last_hidden_state
+            # Position t predicts token t+1: keep positions whose next token is real.
+            predict = attention[:, 1:].bool()
+            states = hidden[:, :-1][predict.to(self.device)]
+            targets = ids[:, 1:][predict].to(self.device)
+            flat = torch.empty(targets.shape[0], dtype=torch.float32)
+            for lo in range(0, targets.shape[0], LOSS_CHUNK):
+                logits = head(states[lo:lo + LOSS_CHUNK]).float()
+                flat[lo:lo + LOSS_CHUNK] = torch.nn.functional.cross_entropy(
+                    logits, targets[lo:lo + LOSS_CHUNK], reduction="none"
+                ).cpu()
+            counts = predict.sum(dim=1).tolist()
+            pieces = torch.split(flat, counts)
+            for i, piece in zip(chunk, pieces):
+                losses[i] = piece.numpy()
+        return losses  # type: ignore[return-value]
+
+
+def default_threads() -> int:
+    """All cores of this node: Ray would otherwise give an actor only as many threads as CPUs it reserves."""
+    return os.cpu_count() or 1

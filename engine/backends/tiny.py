@@ -1,0 +1,78 @@
+"""The `tiny` test model: a random Llama and a byte-level BPE tokenizer, built locally from a seed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+
+from engine.backends.embedded import build_once, cache_root
+
+VOCAB_SIZE = 1024
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# ChatML, like SmolLM2's template but without a default system prompt. <|im_start|> is the BOS: it is the
+# first token of every templated prompt and the tokenizer itself adds none.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+ARCHITECTURE = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=2048,
+    tie_word_embeddings=True,
+)
+
+
+def _corpus() -> list[str]:
+    """Text the package ships: the tokenizer corpus and the demo seeds."""
+    data = resources.files("engine") / "data"
+    return [(data / "tiny_corpus.txt").read_text("utf-8"), (data / "demo_seeds.jsonl").read_text("utf-8")]
+
+
+def _build(seed: int, target: Path) -> None:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(_corpus(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHAT_TEMPLATE,
+    )
+    config = LlamaConfig(
+        vocab_size=bpe.get_vocab_size(),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **ARCHITECTURE,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+
+
+def ensure_tiny(seed: int = 0) -> Path:
+    """The cached tiny model for `seed`, built on first use (a few seconds)."""
+    recipe = json.dumps([_corpus(), SPECIAL_TOKENS, CHAT_TEMPLATE, ARCHITECTURE, VOCAB_SIZE], sort_keys=True)
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:12]
+    return build_once(cache_root() / f"tiny-{key}-seed{seed}", lambda tmp: _build(seed, tmp))

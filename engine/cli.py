@@ -1,0 +1,46 @@
+"""`python -m engine …`: compose the config, run the recipe, save the resolved config and the summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from engine.backends.base import BackendUnavailable
+from engine.config import register, to_config
+from engine.io.readers import InputError
+
+log = logging.getLogger("engine")
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+register()
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def app(raw: DictConfig) -> None:
+    cfg = to_config(raw)
+    out = Path(cfg.run.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(raw, resolve=True))
+    from engine.runner import run  # imports ray: only once the config is valid
+
+    try:
+        summary = run(cfg)
+    except (InputError, BackendUnavailable) as err:
+        log.error("%s", err)
+        sys.exit(2)
+    keys = ("rows_in", "rows_out", "rows_rejected", "rejected_by_reason", "wall_time_s")
+    print(json.dumps({k: summary[k] for k in keys}))
+    print(f"outputs in {out.resolve()} (summary.json, data/, alpaca/, rejects/, config.yaml)")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Typed configuration: dataclasses registered in Hydra's ConfigStore, so every YAML is checked against them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+
+@dataclass
+class ModelConfig:
+    """Which model a stage loads and how; `path` wins over `embedded`."""
+
+    name: str = "smollm2-135m"
+    path: Optional[str] = None  # a local HF model directory (e.g. /models/Qwen2.5-7B-Instruct)
+    embedded: Optional[str] = "smollm2-135m"  # used when path is None: smollm2-135m | tiny
+    backend: str = "hf"  # hf | vllm
+    dtype: str = "float32"  # CPU generation measured faster in fp32 than bf16 on these machines
+    device: str = "auto"  # auto | cpu | cuda
+    max_model_len: int = 2048
+    max_batch_size: int = 32  # rows per generate() call inside a stage batch
+    tensor_parallel: int = 1
+    seed: int = 0  # the tiny model's weight seed
+
+
+@dataclass
+class SamplingConfig:
+    """Decoding settings of one generation step; temperature 0 means greedy."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+
+
+@dataclass
+class FidelityConfig:
+    """Switches that reproduce quirks of the research code; defaults follow the paper."""
+
+    breadth_stray_quote: bool = False  # the research code's stray "'" before "You MUST" in the breadth prompt
+
+
+@dataclass
+class RecipeConfig:
+    """An Evol-Instruct recipe: evolve -> eliminate -> respond, chained for `rounds`."""
+
+    name: str = "evol_instruct"
+    breadth: bool = True  # paper A.1: Alpaca uses 4 depth + breadth (K=5); GSM8K/Code Alpaca depth only (K=4)
+    evolve: SamplingConfig = field(default_factory=lambda: SamplingConfig(0.7, 0.95, 256))
+    respond: SamplingConfig = field(default_factory=lambda: SamplingConfig(0.0, 1.0, 512))
+    fidelity: FidelityConfig = field(default_factory=FidelityConfig)
+
+
+@dataclass
+class DataConfig:
+    """Seed data: a file or directory of alpaca-style rows; None means the packaged demo seeds."""
+
+    name: str = "demo"
+    path: Optional[str] = None
+    limit: Optional[int] = None  # keep only the first N seed rows (by position)
+
+
+@dataclass
+class ClusterConfig:
+    """Where and with what resources the stages run."""
+
+    name: str = "local"
+    address: Optional[str] = None  # None: join RAY_ADDRESS if set, else start a local Ray
+    num_cpus: Optional[int] = None  # CPUs of a local Ray (None: all)
+    pool_size: int = 1  # actors per model stage
+    actor_num_cpus: float = 0.25  # fractions: on 2 CPUs, three pools x 1 CPU deadlock Ray Data
+    actor_num_gpus: float = 0.0
+    torch_threads: Optional[int] = None  # torch threads per actor (None: all cores of the node)
+    batch_size: int = 16  # rows per map_batches call of a model stage
+    cpu_batch_size: int = 256  # rows per map_batches call of a cheap CPU stage
+    read_batch_rows: int = 1000
+    max_errored_blocks: int = 0
+
+
+@dataclass
+class RunConfig:
+    """Where the outputs go and the run's seed."""
+
+    output_dir: str = MISSING
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    """The whole run: one object, saved resolved beside every output."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    rounds: int = 1
+
+
+def register() -> None:
+    """Register the schema so `conf/config.yaml` can extend it (`defaults: [config_schema, ...]`)."""
+    ConfigStore.instance().store(name="config_schema", node=Config)
+
+
+def to_config(cfg: Any) -> Config:
+    """A Hydra DictConfig (or a plain dict) as the typed Config object the stages receive."""
+    merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
+    return OmegaConf.to_object(merged)
+
+
+def config_hash(cfg: Config) -> str:
+    """A short digest of everything that changes outputs (the output directory itself excluded)."""
+    data = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    data["run"].pop("output_dir", None)
+    data["run"].pop("progress", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,120 @@
+"""Round sinks: split a round's ledger into Parquet data shards, the alpaca JSONL export and the rejects file."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from engine.records import STATUS_OK
+
+TOKEN_COLUMNS = ("evolve_prompt_tokens", "evolve_tokens", "respond_prompt_tokens", "response_tokens")
+READ_ROWS = 8192
+
+
+@dataclass
+class RoundCounts:
+    """What happened to the rows of one round: counters the summary is built from."""
+
+    round: int
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_rejected: int = 0
+    rejected_by_reason: Counter = field(default_factory=Counter)
+    rejected_by_stage: Counter = field(default_factory=Counter)
+    per_method: dict = field(default_factory=lambda: defaultdict(Counter))
+    tokens: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict:
+        return {
+            "round": self.round,
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "rows_rejected": self.rows_rejected,
+            "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
+            "rejected_by_stage": dict(sorted(self.rejected_by_stage.items())),
+            "per_method": {m: dict(c) for m, c in sorted(self.per_method.items())},
+            "tokens": dict(self.tokens),
+        }
+
+
+def _open_tmp(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path.with_name(path.name + ".tmp"), "w", encoding="utf-8")
+
+
+def _commit(handle, path: Path) -> None:
+    handle.close()
+    os.replace(handle.name, path)
+
+
+def _jsonl(handle, rows: list[dict]) -> None:
+    for row in rows:
+        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def split_round(ledger_dir: Path, output_dir: Path, round_num: int) -> RoundCounts:
+    """Stream a round's ledger (every row, ok or rejected) into the round's outputs; bounded memory."""
+    counts = RoundCounts(round=round_num)
+    data_dir = output_dir / "data" / f"round_{round_num}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    alpaca_path = output_dir / "alpaca" / f"round_{round_num}.jsonl"
+    rejects_path = output_dir / "rejects" / f"round_{round_num}.jsonl"
+    alpaca, rejects = _open_tmp(alpaca_path), _open_tmp(rejects_path)
+    for shard, ledger_file in enumerate(sorted(ledger_dir.glob("*.parquet"))):
+        writer = None
+        for batch in pq.ParquetFile(ledger_file).iter_batches(batch_size=READ_ROWS):
+            table = pa.Table.from_batches([batch])
+            ok = pc.equal(table["status"], STATUS_OK)
+            good, bad = table.filter(ok), table.filter(pc.invert(ok))
+            counts.rows_in += table.num_rows
+            counts.rows_out += good.num_rows
+            counts.rows_rejected += bad.num_rows
+            if good.num_rows:
+                if writer is None:
+                    writer = pq.ParquetWriter(data_dir / f"part-{shard:05d}.parquet.tmp", good.schema)
+                writer.write_table(good)
+                _jsonl(alpaca, good.select(["instruction", "input", "output"]).to_pylist())
+            _jsonl(rejects, bad.to_pylist())
+            _count(counts, table, ok)
+        if writer is not None:
+            writer.close()
+            final = data_dir / f"part-{shard:05d}.parquet"
+            os.replace(final.with_name(final.name + ".tmp"), final)
+    _commit(alpaca, alpaca_path)
+    _commit(rejects, rejects_path)
+    return counts
+
+
+def _count(counts: RoundCounts, table: pa.Table, ok: pa.ChunkedArray) -> None:
+    status_ok = ok.to_pylist()
+    for method, is_ok in zip(table["method"].to_pylist(), status_ok):
+        if method:
+            counts.per_method[method]["in"] += 1
+            counts.per_method[method]["out" if is_ok else "rejected"] += 1
+    for reason, stage, is_ok in zip(table["reason"].to_pylist(), table["rejected_at"].to_pylist(), status_ok):
+        if not is_ok:
+            counts.rejected_by_reason[reason] += 1
+            counts.rejected_by_stage[stage] += 1
+    for name in TOKEN_COLUMNS:
+        if name in table.column_names:
+            counts.tokens[name] += int(pc.sum(table[name]).as_py() or 0)
+
+
+def write_dataset_info(output_dir: Path, rounds: list[int], prefix: str) -> None:
+    """LLaMA-Factory's dataset_info.json, so `dataset_dir=OUTPUT` can train on any round directly."""
+    info = {f"{prefix}_round_{r}": {"file_name": f"alpaca/round_{r}.jsonl"} for r in rounds}
+    (output_dir / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically (temp file, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,83 @@
+"""Evolve: rewrite each instruction with the method its seed position and round select."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.backends import Sampling, load_backend
+from engine.config import Config
+from engine.prompts.evol import evolution_prompt, method_order, pick_method
+from engine.records import column, evolved_row_id, ok_mask, reject
+from engine.stages.seeding import batch_seed
+
+# Columns this stage writes, with the value a row it does not touch gets.
+EVOLVE_COLUMNS = {
+    "evolve_temperature": 0.0,
+    "evolve_top_p": 0.0,
+    "evolve_max_new_tokens": 0,
+    "evolve_prompt_tokens": 0,
+    "evolve_tokens": 0,
+    "evolve_finish": "",
+}
+
+
+class Evolve:
+    """Turns each ok row of round r-1 into its round-r child: new instruction, lineage, sampling settings."""
+
+    uses_model = True
+
+    def __init__(self, cfg: Config, round_num: int, torch_threads: int | None = None):
+        self.round_num = round_num
+        self.methods = method_order(cfg.recipe.breadth)
+        self.stray_quote = cfg.recipe.fidelity.breadth_stray_quote
+        self.settings = cfg.recipe.evolve
+        self.run_seed = cfg.run.seed
+        self.evolver = cfg.model.name
+        self.model = load_backend(cfg.model, torch_threads=torch_threads)
+
+    def pick(self, batch: dict[str, np.ndarray]) -> list[str]:
+        """Methods for the batch's rows: methods[(seed_index + round) % K]."""
+        return [pick_method(self.methods, int(i), self.round_num) for i in batch["seed_index"]]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch["id"])
+        ok = ok_mask(batch)
+        for name, empty in EVOLVE_COLUMNS.items():
+            batch[name] = column([empty] * n, dtype=type(empty) if not isinstance(empty, str) else object)
+        methods = self.pick(batch)
+        rows = np.flatnonzero(ok)
+        prompts = [evolution_prompt(methods[i], str(batch["instruction"][i]), self.stray_quote) for i in rows]
+        sampling = Sampling(
+            temperature=self.settings.temperature,
+            top_p=self.settings.top_p,
+            max_new_tokens=self.settings.max_new_tokens,
+            seed=batch_seed(self.run_seed, self.round_num, [batch["id"][i] for i in rows]),
+        )
+        generations = self.model.generate(prompts, sampling) if len(rows) else []
+
+        parent_ids = batch["id"].copy()
+        parent_instructions = batch["instruction"].copy()
+        new = {k: np.asarray(batch[k], dtype=object).copy() for k in ("id", "parent_id", "parent_instruction",
+                                                                       "instruction", "output", "method", "evolver")}
+        failed = np.zeros(n, dtype=bool)
+        errors = [""] * n
+        for i, generation in zip(rows, generations):
+            new["id"][i] = evolved_row_id(parent_ids[i], self.round_num)
+            new["parent_id"][i] = parent_ids[i]
+            new["parent_instruction"][i] = parent_instructions[i]
+            new["instruction"][i] = generation.text.strip()
+            new["output"][i] = ""
+            new["method"][i] = methods[i]
+            new["evolver"][i] = self.evolver
+            batch["evolve_temperature"][i] = self.settings.temperature
+            batch["evolve_top_p"][i] = self.settings.top_p
+            batch["evolve_max_new_tokens"][i] = self.settings.max_new_tokens
+            batch["evolve_prompt_tokens"][i] = generation.prompt_tokens
+            batch["evolve_tokens"][i] = generation.generated_tokens
+            batch["evolve_finish"][i] = generation.finish_reason
+            if generation.error:
+                failed[i], errors[i] = True, generation.error
+        batch.update(new)
+        batch["round"] = np.where(ok, self.round_num, np.asarray(batch["round"], dtype=np.int64)).astype(np.int64)
+        reject(batch, failed, "generation_error", errors, stage="evolve")
+        return batch

@@ -1,0 +1,55 @@
+"""Respond: write the answer to each surviving instruction with the seed's response prompt (greedy)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.backends import Sampling, load_backend
+from engine.config import Config
+from engine.prompts.response import clean_response, response_prompt
+from engine.records import column, ok_mask, reject
+from engine.stages.seeding import batch_seed
+
+
+class Respond:
+    """Fills `output` for ok rows; an empty answer or a failed generation rejects the row."""
+
+    uses_model = True
+
+    def __init__(self, cfg: Config, round_num: int, torch_threads: int | None = None):
+        self.round_num = round_num
+        self.settings = cfg.recipe.respond
+        self.run_seed = cfg.run.seed
+        self.responder = cfg.model.name
+        self.model = load_backend(cfg.model, torch_threads=torch_threads)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ok = ok_mask(batch)
+        n = len(ok)
+        rows = np.flatnonzero(ok)
+        prompts = [response_prompt(str(batch["instruction"][i]), str(batch["input"][i])) for i in rows]
+        sampling = Sampling(
+            temperature=self.settings.temperature,
+            top_p=self.settings.top_p,
+            max_new_tokens=self.settings.max_new_tokens,
+            seed=batch_seed(self.run_seed, self.round_num, [f"respond:{batch['id'][i]}" for i in rows]),
+        )
+        generations = self.model.generate(prompts, sampling) if len(rows) else []
+        output = np.asarray(batch["output"], dtype=object).copy()
+        responder = column([""] * n)
+        prompt_tokens = np.zeros(n, dtype=np.int64)
+        tokens = np.zeros(n, dtype=np.int64)
+        finish = column([""] * n)
+        reasons, details = [""] * n, [""] * n
+        for i, generation in zip(rows, generations):
+            output[i] = clean_response(generation.text)
+            responder[i] = self.responder
+            prompt_tokens[i], tokens[i], finish[i] = generation.prompt_tokens, generation.generated_tokens, generation.finish_reason
+            if generation.error:
+                reasons[i], details[i] = "generation_error", generation.error
+            elif not output[i]:
+                reasons[i], details[i] = "empty_response", "the responder returned an empty answer"
+        batch.update(output=output, responder=responder, respond_prompt_tokens=prompt_tokens,
+                     response_tokens=tokens, respond_finish=finish)
+        reject(batch, np.array([bool(r) for r in reasons]), reasons, details, stage="respond")
+        return batch

@@ -1,0 +1,62 @@
+"""The HF backend on the tiny model: chat ids, batched generation, per-token losses against HF's own loss."""
+
+import numpy as np
+import pytest
+import torch
+
+from engine.backends import Sampling
+from engine.backends.hf import HFBackend
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model):
+    return HFBackend(tiny_model, torch_threads=2)
+
+
+def test_chat_template_applied_once_with_a_single_bos(tiny):
+    ids = tiny.chat_ids("Name a colour.")
+    assert ids[0] == tiny.bos_id
+    assert ids.count(tiny.bos_id) == 2  # the user turn and the assistant turn each open with <|im_start|>
+    assert ids[1] != tiny.bos_id
+
+
+def test_generation_respects_max_new_tokens_and_reports_counts(tiny):
+    out = tiny.generate(["Name a colour.", "Write a long story about the sea and the wind."], Sampling(max_new_tokens=7))
+    assert len(out) == 2
+    for generation in out:
+        assert generation.generated_tokens <= 7
+        assert generation.finish_reason in ("stop", "length")
+        assert generation.prompt_tokens > 5
+
+
+def test_sampling_is_seeded(tiny):
+    sampling = Sampling(temperature=1.0, top_p=0.9, max_new_tokens=10, seed=123)
+    a = [g.text for g in tiny.generate(["Name a colour.", "Name a river."], sampling)]
+    b = [g.text for g in tiny.generate(["Name a colour.", "Name a river."], sampling)]
+    assert a == b
+
+
+def test_batched_greedy_equals_one_at_a_time(tiny):
+    prompts = ["Name a colour.", "Write a long story about the sea, the wind and the stars at night."]
+    greedy = Sampling(max_new_tokens=8)
+    batched = [g.text for g in tiny.generate(prompts, greedy)]
+    single = [tiny.generate([p], greedy)[0].text for p in prompts]
+    assert batched == single  # left padding must not change the result
+
+
+def test_too_long_prompt_is_an_error_not_a_crash(tiny):
+    out = tiny.generate(["word " * 3000, "Name a colour."], Sampling(max_new_tokens=4))
+    assert out[0].finish_reason == "error" and "max_model_len" in out[0].error
+    assert out[1].finish_reason in ("stop", "length")
+
+
+def test_token_losses_match_hf_loss(tiny):
+    texts = ["Name a colour.", "A much longer sentence about rivers, mountains and the sea at dawn.", "Hi"]
+    sequences = [[tiny.bos_id] + tiny.tokenizer(t)["input_ids"] for t in texts]
+    losses = tiny.token_losses(sequences)
+    for seq, loss in zip(sequences, losses):
+        assert loss.shape == (len(seq) - 1,)
+        ids = torch.tensor([seq])
+        with torch.no_grad():
+            reference = tiny.model(ids, labels=ids).loss.item()
+        assert np.isclose(loss.mean(), reference, rtol=1e-5)
