@@ -90,6 +90,26 @@ class RunConfig:
 
 
 @dataclass
+class ScoringConfig:
+    """IFD / IC-IFD scoring after respond, by the `scorer` model (a base LM in the paper)."""
+
+    enabled: bool = True
+    format: str = "raw"  # raw: the seed's Q + "\n" + A | chat: the scorer's chat template around Q
+    max_length: int = 2048  # tokens of [BOS] Q sep A; longer rows are truncated and flagged
+
+
+@dataclass
+class SelectConfig:
+    """Keep the top of the final round by a score, with a cut computed over all shards at once."""
+
+    by: str = "ic_ifd"  # ic_ifd | ifd (highest kept) | instruction_length | instruction_loss (lowest kept)
+    fraction: Optional[float] = None  # keep this top fraction (e.g. 0.25); None: no fraction cut
+    top_k: Optional[int] = None  # or keep this many
+    threshold: Optional[float] = None  # or keep rows scoring at least this (at most, for the lowest-kept kinds)
+    ifd_below_one: bool = False  # Superfiltering: drop rows with IFD >= 1 before the cut
+
+
+@dataclass
 class Config:
     """The whole run: one object, saved resolved beside every output."""
 
@@ -98,6 +118,9 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    scorer: ModelConfig = field(default_factory=lambda: ModelConfig(dtype="bfloat16"))
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
     rounds: int = 1
 
 

@@ -11,6 +11,8 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import ray
 from ray.data import ActorPoolStrategy, DataContext
 
@@ -18,7 +20,9 @@ from engine.backends.embedded import resolve_model_path
 from engine.config import Config, config_hash
 from engine.io.readers import count_rows, iter_records, list_input_files
 from engine.io.sinks import RoundCounts, split_round, write_dataset_info, write_json
+from engine.records import STATUS_OK
 from engine.recipes import StageSpec, get_recipe
+from engine.stages.select import RANKINGS, Cut, Select, plan_cut, selection_active
 
 log = logging.getLogger("engine.runner")
 
@@ -125,6 +129,8 @@ def run(cfg: Config) -> dict:
         log.warning("skipping %s: unsupported file type (supported: .jsonl, .json, .parquet, HF dataset dirs)", path)
     # Build/convert embedded models once here, so actors only load them.
     resolve_model_path(cfg.model)
+    if cfg.scoring.enabled:
+        resolve_model_path(cfg.scorer)
     started_ray = init_ray(cfg)
     context = DataContext.get_current()
     context.max_errored_blocks = cfg.cluster.max_errored_blocks
@@ -140,7 +146,7 @@ def run(cfg: Config) -> dict:
                     log.warning("round %d has no surviving rows to evolve; stopping", round_num)
                     break
                 ds = ray.data.read_parquet(str(out / "data" / f"round_{round_num - 1}"))
-            rounds.append(_run_round(ds, recipe, cfg, round_num, expected, out))
+            rounds.append(_run_round(ds, recipe, cfg, round_num, expected, out, final=round_num == cfg.rounds))
     finally:
         if started_ray:
             ray.shutdown()
@@ -150,15 +156,23 @@ def run(cfg: Config) -> dict:
     return summary
 
 
-def _run_round(ds, recipe, cfg: Config, round_num: int, expected: int, out: Path) -> RoundCounts:
+def _run_round(ds, recipe, cfg: Config, round_num: int, expected: int, out: Path, final: bool) -> RoundCounts:
     round_started = time.perf_counter()
     for spec in recipe.stages(cfg, round_num):
         ds = apply_stage(ds, spec, cfg)
     ledger = out / "_ledger" / f"round_{round_num}"
-    for stale in (ledger, out / "data" / f"round_{round_num}"):
+    selected = out / "_ledger" / f"round_{round_num}_selected"
+    for stale in (ledger, selected, out / "data" / f"round_{round_num}"):
         shutil.rmtree(stale, ignore_errors=True)
     ds.write_parquet(str(ledger))
+    cut = None
+    if final and cfg.scoring.enabled and selection_active(cfg.select):
+        cut = plan_selection(ledger, cfg)
+        spec = StageSpec(Select, {"round_num": round_num, "cut": cut})
+        apply_stage(ray.data.read_parquet(str(ledger)), spec, cfg).write_parquet(str(selected))
+        ledger = selected
     counts = split_round(ledger, out, round_num)
+    counts.selection = cut.as_dict() if cut else None
     if counts.rows_in != expected:
         raise RowsLost(f"round {round_num}: {expected} rows went in but {counts.rows_in} came out (ok + rejected)")
     log.info(
@@ -166,6 +180,18 @@ def _run_round(ds, recipe, cfg: Config, round_num: int, expected: int, out: Path
         counts.rows_rejected, dict(counts.rejected_by_reason), time.perf_counter() - round_started,
     )
     return counts
+
+
+def plan_selection(ledger: Path, cfg: Config) -> Cut:
+    """Phase 1 of selection: the exact global cut over every ok row of the round (only three columns read)."""
+    column = RANKINGS[cfg.select.by][0] if cfg.select.by in RANKINGS else "ic_ifd"
+    table = pq.read_table(ledger, columns=["status", "id", "ifd", column])
+    table = table.filter(pc.equal(table["status"], STATUS_OK))
+    scores = table[column].to_numpy(zero_copy_only=False).astype(np.float64)
+    cut = plan_cut(scores, table["id"].to_numpy(zero_copy_only=False), table["ifd"].to_numpy(zero_copy_only=False),
+                   cfg.select)
+    log.info("selection by %s: keep %d of %d, cut value %s", cut.by, cut.kept, cut.candidates, cut.value)
+    return cut
 
 
 def build_summary(cfg: Config, rounds: list[RoundCounts], files, skipped, wall: float) -> dict:
@@ -199,6 +225,8 @@ def build_summary(cfg: Config, rounds: list[RoundCounts], files, skipped, wall: 
         "per_method": dict(sorted(per_method.items())),
         "per_round": [r.as_dict() for r in rounds],
         "tokens": tokens,
+        "scores": rounds[-1].score_means() if rounds else {},
+        "selection": rounds[-1].selection if rounds else None,
         "wall_time_s": round(wall, 3),
         "input_files": [str(f) for f in files],
         "skipped_files": [str(f) for f in skipped],

@@ -16,7 +16,7 @@ def tiny_model() -> ModelConfig:
 
 @pytest.fixture()
 def tiny_cfg(tiny_model, tmp_path) -> Config:
-    cfg = Config(model=tiny_model)
+    cfg = Config(model=tiny_model, scorer=tiny_model)
     cfg.run.output_dir = str(tmp_path / "out")
     cfg.recipe.evolve.max_new_tokens = 12
     cfg.recipe.respond.max_new_tokens = 12

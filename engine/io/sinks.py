@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 from engine.records import STATUS_OK
 
 TOKEN_COLUMNS = ("evolve_prompt_tokens", "evolve_tokens", "respond_prompt_tokens", "response_tokens")
+SCORE_COLUMNS = ("l_q", "l_a_given_q", "l_a", "ifd", "ic_ifd")
 READ_ROWS = 8192
 
 
@@ -30,6 +32,13 @@ class RoundCounts:
     rejected_by_stage: Counter = field(default_factory=Counter)
     per_method: dict = field(default_factory=lambda: defaultdict(Counter))
     tokens: Counter = field(default_factory=Counter)
+    score_sums: Counter = field(default_factory=Counter)
+    score_counts: Counter = field(default_factory=Counter)
+    selection: dict | None = None
+
+    def score_means(self) -> dict:
+        """Mean scores over the round's kept rows (paper Table 15 reports mean IFD and IC-IFD)."""
+        return {f"mean_{k}": self.score_sums[k] / self.score_counts[k] for k in SCORE_COLUMNS if self.score_counts[k]}
 
     def as_dict(self) -> dict:
         return {
@@ -41,6 +50,8 @@ class RoundCounts:
             "rejected_by_stage": dict(sorted(self.rejected_by_stage.items())),
             "per_method": {m: dict(c) for m, c in sorted(self.per_method.items())},
             "tokens": dict(self.tokens),
+            "scores": self.score_means(),
+            "selection": self.selection,
         }
 
 
@@ -105,6 +116,13 @@ def _count(counts: RoundCounts, table: pa.Table, ok: pa.ChunkedArray) -> None:
     for name in TOKEN_COLUMNS:
         if name in table.column_names:
             counts.tokens[name] += int(pc.sum(table[name]).as_py() or 0)
+    kept = table.filter(ok)
+    for name in SCORE_COLUMNS:
+        if name in kept.column_names:
+            values = kept[name].to_numpy(zero_copy_only=False).astype("float64")
+            finite = values[np.isfinite(values)]
+            counts.score_sums[name] += float(finite.sum())
+            counts.score_counts[name] += int(len(finite))
 
 
 def write_dataset_info(output_dir: Path, rounds: list[int], prefix: str) -> None:

@@ -51,7 +51,7 @@ def test_demo_job_succeeds_under_token_auth(ray_head, tmp_path):
     submit = [
         RAY, "job", "submit", "--address", address, "--working-dir", ".",
         "--runtime-env", "jobs/runtime_env.yaml", "--",
-        "python", "-m", "engine", "data=demo", "model=tiny", "recipe.evolve.max_new_tokens=16",
+        "python", "-m", "engine", "data=demo", "model=tiny", "scorer=tiny", "select.fraction=0.5", "recipe.evolve.max_new_tokens=16",
         "recipe.respond.max_new_tokens=16", f"run.output_dir={out}", "run.progress=false",
     ]
     done = subprocess.run(submit, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
