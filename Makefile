@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m engine data=demo
+	$(PY) -m engine experiment=demo data=demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra

@@ -10,20 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import ray
 
-import ray  # noqa: E402
-
-from engine.backends.embedded import resolve_model_path  # noqa: E402
-from engine.config import Config, ModelConfig  # noqa: E402
-from engine.io.readers import iter_records  # noqa: E402
-from engine.recipes import get_recipe  # noqa: E402
-from engine.runner import run, seed_source  # noqa: E402
+from engine.backends.embedded import resolve_model_path
+from engine.config import Config, ModelConfig
+from engine.io.readers import iter_records
+from engine.recipes import get_recipe
+from engine.runner import run, seed_source
 
 
 def in_process(cfg: Config) -> tuple[float, int]:

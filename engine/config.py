@@ -19,7 +19,7 @@ class ModelConfig:
     path: Optional[str] = None  # a local HF model directory (e.g. /models/Qwen2.5-7B-Instruct)
     embedded: Optional[str] = "smollm2-135m"  # used when path is None: smollm2-135m | tiny
     backend: str = "hf"  # hf | vllm
-    dtype: str = "float32"  # CPU generation measured faster in fp32 than bf16 on these machines
+    dtype: str = "float32"  # float32 | bfloat16 | float16 | auto (bf16 on CUDA, the measured faster on CPU)
     device: str = "auto"  # auto | cpu | cuda
     max_model_len: int = 2048
     max_batch_size: int = 32  # rows per generate() call inside a stage batch
@@ -118,7 +118,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     run: RunConfig = field(default_factory=RunConfig)
-    scorer: ModelConfig = field(default_factory=lambda: ModelConfig(dtype="bfloat16"))
+    scorer: ModelConfig = field(default_factory=lambda: ModelConfig(dtype="auto", max_batch_size=16))
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     rounds: int = 1

@@ -118,6 +118,12 @@ def read_seeds(cfg: Config, files: list[Path]) -> tuple["ray.data.Dataset", int]
     return ds, expected
 
 
+def stage_sized_blocks(ds: "ray.data.Dataset", cfg: Config) -> "ray.data.Dataset":
+    """Stream the rows in blocks of one stage batch, so stages pipeline and every actor of a pool gets work
+    (a whole file would otherwise travel as one block through every stage)."""
+    return ds.repartition(target_num_rows_per_block=cfg.cluster.batch_size)
+
+
 def run(cfg: Config) -> dict:
     """Run the recipe for `cfg.rounds` rounds and write every output; returns the run summary."""
     started = time.perf_counter()
@@ -158,6 +164,7 @@ def run(cfg: Config) -> dict:
 
 def _run_round(ds, recipe, cfg: Config, round_num: int, expected: int, out: Path, final: bool) -> RoundCounts:
     round_started = time.perf_counter()
+    ds = stage_sized_blocks(ds, cfg)
     for spec in recipe.stages(cfg, round_num):
         ds = apply_stage(ds, spec, cfg)
     ledger = out / "_ledger" / f"round_{round_num}"

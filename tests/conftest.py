@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from engine.config import Config, ModelConfig
-from engine.records import seed_row_id
+from engine.io.readers import records_from_rows
 
 
 @pytest.fixture(scope="session")
@@ -25,29 +25,5 @@ def tiny_cfg(tiny_model, tmp_path) -> Config:
 
 def seed_batch(instructions: list[str], inputs: list[str] | None = None) -> dict[str, np.ndarray]:
     """A round-0 batch as the reader would produce it."""
-    n = len(instructions)
-    inputs = inputs or [""] * n
-    ids = [seed_row_id(t, x, i) for i, (t, x) in enumerate(zip(instructions, inputs))]
-
-    def obj(values):
-        return np.array(values, dtype=object)
-
-    return {
-        "instruction": obj(instructions),
-        "input": obj(inputs),
-        "output": obj([""] * n),
-        "id": obj(ids),
-        "seed_id": obj(ids),
-        "parent_id": obj([""] * n),
-        "seed_index": np.arange(n, dtype=np.int64),
-        "round": np.zeros(n, dtype=np.int64),
-        "method": obj([""] * n),
-        "evolver": obj([""] * n),
-        "parent_instruction": obj([""] * n),
-        "source_file": obj(["seeds.jsonl"] * n),
-        "source_line": np.arange(1, n + 1, dtype=np.int64),
-        "status": obj(["ok"] * n),
-        "reason": obj([""] * n),
-        "detail": obj([""] * n),
-        "rejected_at": obj([""] * n),
-    }
+    inputs = inputs or [""] * len(instructions)
+    return records_from_rows([{"instruction": t, "input": x} for t, x in zip(instructions, inputs)], "seeds.jsonl")

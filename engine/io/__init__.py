@@ -1,1 +1,1 @@
-"""Input readers with validation (bad rows become rejects) and the round sinks."""
+"""Input readers and output sinks."""

@@ -1,232 +1,297 @@
-"""Seed readers: alpaca rows from .jsonl, .json, .parquet or saved HF datasets, each row valid or rejected.
+"""Seed readers: alpaca rows from .jsonl, .json, .parquet or a saved HF dataset dir, as record batches.
 
-Nothing is lost silently: a bad row becomes a rejected record whose `detail` names the file, the line and the
-field, and the good rows around it go on."""
+Every row slot of a file becomes one record, valid or rejected with a reason code and a `file:line: ...` detail,
+so nothing is lost silently; `count_rows` counts the same slots, so positions agree across files."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
-from engine.records import ALPACA_FIELDS, LINEAGE_FIELDS, STATUS_FIELDS, STATUS_OK, STATUS_REJECTED, seed_row_id
+from engine.records import ALPACA_FIELDS, LINEAGE_FIELDS, STATUS_FIELDS, STATUS_OK, STATUS_REJECTED
+from engine.records import column, seed_row_id
 
 log = logging.getLogger("engine.io")
+
 SUPPORTED = (".jsonl", ".json", ".parquet")
-COLUMNS = ALPACA_FIELDS + LINEAGE_FIELDS + STATUS_FIELDS
-INT_COLUMNS = {"seed_index", "round", "source_line"}
+SUPPORTED_TEXT = ".jsonl, .json, .parquet or a saved HF dataset directory"
 REJECT_LOG_LIMIT = 20
+RECORD_FIELDS = ALPACA_FIELDS + LINEAGE_FIELDS + STATUS_FIELDS
+HF_MARKERS = ("dataset_info.json", "state.json")
+HF_DICT_META = "dataset_dict.json"  # top file of a saved DatasetDict: metadata, its split dirs are the data
+BOM = b"\xef\xbb\xbf"
+BAD_UTF8 = "invalid UTF-8 at byte"
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_WS = re.compile(r"[ \t\n\r]*")  # JSON whitespace, as the json module defines it
 
 
 class InputError(ValueError):
-    """The input cannot be read at all (missing path, unsupported type, nothing to read): fail fast."""
+    """A fatal problem with the seed path itself (missing, unsupported, unreadable, nothing to read)."""
 
 
-def _is_hf_dataset(path: Path) -> bool:
-    return path.is_dir() and ((path / "dataset_info.json").exists() or (path / "state.json").exists())
+def is_hf_dataset_dir(path: Path) -> bool:
+    """Whether `path` is a directory written by `Dataset.save_to_disk`."""
+    return path.is_dir() and any((path / marker).is_file() for marker in HF_MARKERS)
 
 
 def list_input_files(path: str | Path) -> tuple[list[Path], list[Path]]:
-    """The readable inputs under `path` and the files skipped as unsupported (for the caller to report)."""
+    """The seed inputs under `path` (files and HF dataset dirs, sorted) and the unsupported files skipped."""
     path = Path(path)
-    supported = ", ".join(SUPPORTED) + " or a saved HF dataset directory"
     if not path.exists():
-        raise InputError(f"input path {path} does not exist (expected {supported})")
+        raise InputError(f"seed path {path} does not exist (supported: {SUPPORTED_TEXT})")
     if path.is_file():
-        if path.suffix.lower() not in SUPPORTED:
-            raise InputError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; supported: {supported}")
-        return [path], []
-    if _is_hf_dataset(path):
+        if path.suffix.lower() in SUPPORTED:
+            return [path], []
+        kind = repr(path.suffix) if path.suffix else "without a suffix"
+        raise InputError(f"cannot read {path}: file type {kind} is not supported (supported: {SUPPORTED_TEXT})")
+    if is_hf_dataset_dir(path):
         return [path], []
     inputs, skipped = [], []
-    for child in sorted(path.iterdir()):
-        if child.name.startswith("."):
-            continue
-        if child.is_dir():
-            sub_inputs, sub_skipped = list_input_files(child) if any(child.iterdir()) else ([], [])
-            inputs += sub_inputs
-            skipped += sub_skipped
-        elif child.suffix.lower() in SUPPORTED:
-            inputs.append(child)
-        else:
-            skipped.append(child)
+    _walk(path, inputs, skipped, set())
     if not inputs:
-        raise InputError(f"directory {path} holds no readable input files (expected {supported})")
-    return inputs, skipped
+        raise InputError(f"no supported seed files found in directory {path} (supported: {SUPPORTED_TEXT})")
+    return sorted(inputs), sorted(skipped)
+
+
+def _walk(folder: Path, inputs: list[Path], skipped: list[Path], seen: set[Path]) -> None:
+    if (real := folder.resolve()) in seen:  # a symlink loop
+        return
+    seen.add(real)
+    for entry in folder.iterdir():
+        if entry.name.startswith(".") or entry.name == HF_DICT_META:
+            continue
+        if is_hf_dataset_dir(entry):
+            inputs.append(entry)
+        elif entry.is_dir():
+            _walk(entry, inputs, skipped, seen)
+        elif entry.is_file():
+            (inputs if entry.suffix.lower() in SUPPORTED else skipped).append(entry)
 
 
 def count_rows(path: Path) -> int:
-    """Row slots in one input, counted cheaply: positions of later files start after them."""
-    if _is_hf_dataset(path):
-        import datasets
-
-        return datasets.load_from_disk(str(path)).num_rows
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(path).metadata.num_rows
-    if suffix == ".jsonl":
-        with open(path, "rb") as handle:
-            return sum(1 for line in handle if line.strip())
-    return sum(1 for _ in _json_items(path))
+    """Row slots in one input (valid or not), cheaply, so positions can be assigned before reading."""
+    path = Path(path)
+    fmt = _format(path)
+    if fmt == "hf":
+        return _load_hf(path).num_rows
+    if fmt == ".jsonl":
+        return sum(1 for _ in _jsonl_lines(path))
+    if fmt == ".json":
+        return len(_json_slots(path))
+    return _open_parquet(path).metadata.num_rows if fmt == ".parquet" else 0
 
 
-class _Batch:
-    """Accumulates records column by column and emits numpy batches."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.columns: dict[str, list] = {name: [] for name in COLUMNS}
-        self.rejected = 0
-
-    def add(self, position: int, line: int, fields: dict, reason: str = "", detail: str = "") -> None:
-        instruction, input_text = fields.get("instruction", ""), fields.get("input", "")
-        row_id = seed_row_id(instruction, input_text, position)
-        values = {
-            **{name: fields.get(name, "") for name in ALPACA_FIELDS},
-            "id": row_id, "seed_id": row_id, "parent_id": "", "seed_index": position, "round": 0, "method": "",
-            "evolver": "", "parent_instruction": "", "source_file": str(self.path), "source_line": line,
-            "status": STATUS_REJECTED if reason else STATUS_OK, "reason": reason, "detail": detail,
-            "rejected_at": "read" if reason else "",
-        }
-        for name in COLUMNS:
-            self.columns[name].append(values[name])
-        if reason:
-            self.rejected += 1
-            if self.rejected <= REJECT_LOG_LIMIT:
-                log.warning("%s", detail)
-
-    def __len__(self) -> int:
-        return len(self.columns["id"])
-
-    def flush(self) -> dict[str, np.ndarray]:
-        batch = {
-            name: np.asarray(values, dtype=np.int64 if name in INT_COLUMNS else object)
-            for name, values in self.columns.items()
-        }
-        self.columns = {name: [] for name in COLUMNS}
-        return batch
-
-    def close(self) -> None:
-        if self.rejected > REJECT_LOG_LIMIT:
-            log.warning("%d more rejected rows in %s (see rejects)", self.rejected - REJECT_LOG_LIMIT, self.path)
+def _format(path: Path) -> str:
+    if is_hf_dataset_dir(path):
+        return "hf"
+    if not path.is_file() or path.suffix.lower() not in SUPPORTED:
+        raise InputError(f"cannot read {path}: not a supported seed file (supported: {SUPPORTED_TEXT})")
+    return path.suffix.lower() if path.stat().st_size else "empty"
 
 
-def validate(record, where: str) -> tuple[dict, str, str]:
-    """(text fields, reason code, detail) for one parsed row; reason "" means valid."""
-    if not isinstance(record, dict):
-        return {}, "not_an_object", f"{where}: expected a JSON object, got {type(record).__name__}"
-    fields = {}
-    for name in ALPACA_FIELDS:
-        value = record.get(name)
-        if isinstance(value, str):
-            fields[name] = value
-        elif value is None:
-            fields[name] = ""
-    if "instruction" not in record or record["instruction"] is None:
-        return fields, "missing_field", f"{where}: missing field 'instruction'"
-    for name in ALPACA_FIELDS:
-        value = record.get(name)
-        if value is not None and not isinstance(value, str):
-            return fields, "not_a_string", f"{where}: field {name!r} is a {type(value).__name__}, expected a string"
-    for name in ALPACA_FIELDS:
-        if "\x00" in fields[name]:
-            return {k: v.replace("\x00", "") for k, v in fields.items()}, "nul_character", \
-                f"{where}: field {name!r} contains a NUL character"
-    if not fields["instruction"].strip():
-        return fields, "empty_instruction", f"{where}: field 'instruction' is empty"
-    return fields, "", ""
-
-
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict | None, str, str]]:
-    """(line number, parsed record or None, reason, detail) per non-blank line, decoding line by line."""
+# Row slots, per format: (line, parsed value, (reason, message) or None).
+def _jsonl_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            where = f"{path.name}:{number}"
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                yield number, None, "invalid_utf8", f"{where}: invalid UTF-8 at byte {err.start}"
-                continue
-            try:
-                yield number, json.loads(text), "", ""
-            except json.JSONDecodeError as err:
-                yield number, None, "malformed_json", f"{where}: malformed JSON ({err.msg} at column {err.colno})"
+        for lineno, raw in enumerate(handle, 1):
+            if lineno == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM) :]
+            if raw.strip():
+                yield lineno, raw
 
 
-def _json_items(path: Path) -> Iterator[tuple[int, object, str, str]]:
-    """(line, item, reason, detail) per element of a JSON list; one rejected slot if the file is not a list."""
-    raw = path.read_bytes()
-    if not raw.strip():
-        return
+def _jsonl_slots(path: Path) -> Iterator[tuple]:
+    for lineno, raw in _jsonl_lines(path):
+        try:
+            value, error, _ = _parse(raw.decode("utf-8"))
+        except UnicodeDecodeError as err:  # keep what the rest of the line says, for the rejects file
+            value, error = _parse(raw.decode("utf-8", "replace"))[0], ("invalid_utf8", f"{BAD_UTF8} {err.start + 1}")
+        yield lineno, value, error
+
+
+def _parse(text: str) -> tuple[object, tuple[str, str] | None, int]:
+    """(value, None, 1) or (None, malformed_json problem, line of the error within `text`)."""
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        yield 1, None, "invalid_utf8", f"{path.name}: invalid UTF-8 at byte {err.start}"
-        return
-    try:
-        document = json.loads(text)
+        return json.loads(text), None, 1
     except json.JSONDecodeError as err:
-        yield err.lineno, None, "malformed_json", f"{path.name}:{err.lineno}: malformed JSON ({err.msg})"
+        return None, ("malformed_json", f"malformed JSON ({err.msg} at column {err.colno})"), err.lineno
+    except (ValueError, RecursionError) as err:  # e.g. nesting too deep, an int too long
+        return None, ("malformed_json", f"malformed JSON ({err})"), 1
+
+
+def _json_slots(path: Path) -> list[tuple]:
+    data = path.read_bytes().removeprefix(BOM)
+    if not data.strip():
+        return []
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line, col = data.count(b"\n", 0, err.start) + 1, err.start - data.rfind(b"\n", 0, err.start)
+        return [(line, None, ("invalid_utf8", f"{BAD_UTF8} {col} of the line"))]
+    try:
+        return _scan_list(text)
+    except (ValueError, RecursionError):
+        pass  # not a clean list: let json.loads say exactly what is wrong
+    value, error, line = _parse(text)
+    if error:
+        return [(line, None, error)]
+    if isinstance(value, list):  # the scanner should have taken it; fall back to item numbers
+        return [(i + 1, item, None) for i, item in enumerate(value)]
+    line = text.count("\n", 0, _WS.match(text).end()) + 1
+    return [(line, value, ("not_an_object", f"the file holds {_kind(value)}, expected a JSON list of objects"))]
+
+
+def _scan_list(text: str) -> list[tuple]:
+    """Parse a top-level JSON list item by item, noting the line each item starts on; ValueError if not clean."""
+    decoder, slots, line, counted = json.JSONDecoder(), [], 1, 0
+    pos = _WS.match(text).end()
+    if text[pos : pos + 1] != "[":
+        raise ValueError("not a list")
+    pos, sep = _WS.match(text, pos + 1).end(), ","
+    if text[pos : pos + 1] == "]":
+        pos, sep = _WS.match(text, pos + 1).end(), "]"
+    while sep == ",":
+        line, counted = line + text.count("\n", counted, pos), pos
+        value, pos = decoder.raw_decode(text, pos)
+        slots.append((line, value, None))
+        pos = _WS.match(text, pos).end()
+        sep, pos = text[pos : pos + 1], _WS.match(text, pos + 1).end()
+    if sep != "]" or pos != len(text):
+        raise ValueError("not a clean list")
+    return slots
+
+
+def _open_parquet(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except Exception as err:
+        raise InputError(f"cannot read parquet file {path}: {err}") from err
+
+
+def _load_hf(path: Path):
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as err:
+        raise InputError(f"cannot load the saved HF dataset in {path}: {err}") from err
+    return ds.with_format(None)
+
+
+def _columnar_slots(names: list[str], read_batches, num_rows: int) -> Iterator[tuple]:
+    """Row slots of a table (parquet or HF): one per row, numbered from 1."""
+    error = None
+    if "instruction" not in names:
+        error = ("missing_field", f"field 'instruction' is missing: no 'instruction' column ({', '.join(names)})")
+    present = [name for name in ALPACA_FIELDS if name in names]
+    if not present:
+        yield from ((row, {}, error) for row in range(1, num_rows + 1))
         return
-    if not isinstance(document, list):
-        yield 1, None, "not_an_object", f"{path.name}:1: expected a JSON list of objects, got {type(document).__name__}"
-        return
-    # Line where each item starts: decode item by item to keep line numbers for the messages.
-    decoder, index = json.JSONDecoder(), text.index("[") + 1
-    for item in document:
-        while text[index] in " \t\r\n,":
-            index += 1
-        _, end = decoder.raw_decode(text, index)
-        yield text.count("\n", 0, index) + 1, item, "", ""
-        index = end
+    row = 0
+    for batch in read_batches(present):
+        for i in range(len(batch[present[0]])):
+            row += 1
+            yield row, {name: batch[name][i] for name in present}, error
 
 
-def _table_rows(path: Path) -> Iterator[tuple[int, object, str, str]]:
-    """(row number, record, "", "") per row of a parquet file or saved HF dataset, streamed in batches."""
-    if _is_hf_dataset(path):
-        import datasets
+def _parquet_slots(path: Path, batch_rows: int) -> Iterator[tuple]:
+    with _open_parquet(path) as pf:
+        read = lambda cols: (b.to_pydict() for b in pf.iter_batches(batch_size=batch_rows, columns=cols))  # noqa: E731
+        yield from _columnar_slots(pf.schema_arrow.names, read, pf.metadata.num_rows)
 
-        dataset = datasets.load_from_disk(str(path))
-        columns = dataset.column_names
-        batches = (dataset[i:i + 4096] for i in range(0, dataset.num_rows, 4096))
-        batches = ({k: b[k] for k in columns} for b in batches)
-    else:
-        import pyarrow.parquet as pq
 
-        handle = pq.ParquetFile(path)
-        columns = handle.schema_arrow.names
-        batches = (b.to_pydict() for b in handle.iter_batches(batch_size=4096))
-    number = 0
-    for batch in batches:
-        for k in range(len(next(iter(batch.values()))) if batch else 0):
-            number += 1
-            yield number, {name: batch[name][k] for name in columns}, "", ""
+def _hf_slots(path: Path, batch_rows: int) -> Iterator[tuple]:
+    ds = _load_hf(path)
+    read = lambda cols: ds.select_columns(cols).iter(batch_size=batch_rows)  # noqa: E731
+    yield from _columnar_slots(list(ds.column_names), read, ds.num_rows)
+
+
+def _slots(path: Path, batch_rows: int) -> Iterator[tuple]:
+    fmt = _format(path)
+    if fmt == "hf":
+        return _hf_slots(path, batch_rows)
+    if fmt == ".jsonl":
+        return _jsonl_slots(path)
+    if fmt == ".json":
+        return iter(_json_slots(path))
+    return _parquet_slots(path, batch_rows) if fmt == ".parquet" else iter(())
+
+
+_KINDS = {type(None): "null", bool: "a boolean", int: "an int", float: "a float", str: "a string"}
+_KINDS.update({list: "a list", dict: "an object"})
+
+
+def _kind(value) -> str:
+    """The JSON-ish name of a value's type, for messages (bool is checked before int, its base class)."""
+    return next((name for kind, name in _KINDS.items() if isinstance(value, kind)), f"a {type(value).__name__}")
+
+
+def _utf8_safe(text: str) -> str:
+    # Lone surrogates (from a JSON escape) cannot be written as UTF-8: keep them visible as \udxxx text.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8") if _SURROGATE.search(text) else text
+
+
+def _check(value, error) -> tuple[tuple[str, str, str], tuple[str, str] | None]:
+    """The row's text fields (what could be recovered) and its problem as (reason, message), or None."""
+    strings = {}
+    if isinstance(value, dict):
+        strings = {name: value[name] for name in ALPACA_FIELDS if isinstance(value.get(name), str)}
+    texts = tuple(_utf8_safe(strings.get(name, "")) for name in ALPACA_FIELDS)
+    if error:
+        return texts, error
+    if not isinstance(value, dict):
+        return texts, ("not_an_object", f"the value is {_kind(value)}, expected a JSON object")
+    if value.get("instruction") is None:
+        return texts, ("missing_field", "field 'instruction' is " + ("null" if "instruction" in value else "missing"))
+    for name in ALPACA_FIELDS:
+        if value.get(name) is not None and name not in strings:
+            return texts, ("not_a_string", f"field '{name}' is {_kind(value[name])}, expected a string")
+    for name, text in zip(ALPACA_FIELDS, texts):
+        if "\x00" in text:
+            return texts, ("nul_character", f"field '{name}' contains a NUL character at position {text.index(chr(0))}")
+        if text is not strings.get(name, text):
+            return texts, ("invalid_utf8", f"field '{name}' holds an unpaired surrogate, which is not valid UTF-8")
+    if not texts[0].strip():
+        return texts, ("empty_instruction", "field 'instruction' is empty" + (" (whitespace only)" if texts[0] else ""))
+    return texts, None
 
 
 def iter_records(path: Path, position_offset: int, batch_rows: int = 1000) -> Iterator[dict[str, np.ndarray]]:
-    """Batches of records (valid or rejected) from one input; positions continue from `position_offset`."""
-    if _is_hf_dataset(path) or path.suffix.lower() == ".parquet":
-        rows = _table_rows(path)
-    elif path.suffix.lower() == ".jsonl":
-        rows = _jsonl_rows(path)
-    else:
-        rows = _json_items(path)
-    batch = _Batch(path)
-    for slot, (line, record, reason, detail) in enumerate(rows):
-        if not reason:
-            fields, reason, detail = validate(record, f"{path.name}:{line}")
-        else:
-            fields = {}
-        batch.add(position_offset + slot, line, fields, reason, detail)
-        if len(batch) >= batch_rows:
-            yield batch.flush()
-    if len(batch):
-        yield batch.flush()
-    batch.close()
+    """Stream one input as record batches (valid and rejected rows), positions starting at `position_offset`."""
+    path = Path(path)
+    batch_rows = max(1, int(batch_rows))
+    rows: list[tuple] = []
+    rejected = 0
+    for index, (line, value, error) in enumerate(_slots(path, batch_rows)):
+        texts, problem = _check(value, error)
+        reason, detail = (problem[0], f"{path.name}:{line}: {problem[1]}") if problem else ("", "")
+        rejected += bool(problem)
+        if problem and rejected <= REJECT_LOG_LIMIT:
+            log.warning("%s", detail)
+        rows.append((*texts, position_offset + index, line, reason, detail))
+        if len(rows) >= batch_rows:
+            yield _batch(rows, str(path))
+            rows = []
+    if rejected > REJECT_LOG_LIMIT:
+        log.warning("%d more rejected rows in %s (see rejects)", rejected - REJECT_LOG_LIMIT, path)
+    if rows:
+        yield _batch(rows, str(path))
+
+
+def _batch(rows: list[tuple], source_file: str) -> dict[str, np.ndarray]:
+    instructions, inputs, outputs, positions, lines, reasons, details = zip(*rows)
+    n = len(rows)
+    ids = [seed_row_id(ins, inp, pos) for ins, inp, pos in zip(instructions, inputs, positions)]
+    cols = {name: column([""] * n) for name in ("parent_id", "method", "evolver", "parent_instruction")}
+    cols.update(instruction=column(instructions), input=column(inputs), output=column(outputs))
+    cols.update(id=column(ids), seed_id=column(ids), seed_index=column(positions, np.int64))
+    cols.update(round=np.zeros(n, dtype=np.int64), source_file=column([source_file] * n))
+    cols.update(source_line=column(lines, np.int64), reason=column(reasons), detail=column(details))
+    cols["status"] = column(STATUS_REJECTED if r else STATUS_OK for r in reasons)
+    cols["rejected_at"] = column("read" if r else "" for r in reasons)
+    return {name: cols[name] for name in RECORD_FIELDS}  # exactly the record schema, in its order

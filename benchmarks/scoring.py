@@ -1,0 +1,125 @@
+"""Scorer benchmark: the seed's way (one row at a time, three forward passes, HF `.loss`) against the engine's
+two-pass, length-bucketed, chunked-logit scorer, on the same rows, model, dtype and threads, in one run.
+
+Uses the real embedded SmolLM2-135M-Instruct on the demo seeds with their reference answers. Prints one JSON
+line per dtype and saves all of them to benchmarks/results/scoring.json. `roofline_fraction` is the engine's
+achieved FLOP rate over this machine's matmul rate for the dtype, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from engine.config import Config, ModelConfig
+from engine.stages.score import Score
+from engine.io.readers import records_from_rows
+
+
+def demo_rows(n: int) -> list[dict]:
+    path = resources.files("engine") / "data" / "demo_seeds.jsonl"
+    rows = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+    return (rows * (n // len(rows) + 1))[:n]
+
+
+def seed_style(model, spans) -> tuple[float, list[tuple[float, float, float]]]:
+    """The research code's loop: batch 1, three passes, labels=-100 masking, HF .loss (eval_loss.py)."""
+    scores = []
+    started = time.perf_counter()
+    with torch.no_grad():
+        for span in spans:
+            ids = torch.tensor([span.qa_ids])
+            labels_aq = ids.clone()
+            labels_aq[0, : span.q_len] = -100
+            labels_q = ids.clone()
+            labels_q[0, span.q_len:] = -100
+            a_ids = torch.tensor([span.a_ids])
+            l_aq = model(ids, labels=labels_aq).loss.item()
+            l_q = model(ids, labels=labels_q).loss.item()
+            l_a = model(a_ids, labels=a_ids).loss.item()
+            scores.append((l_q, l_aq, l_a))
+    return time.perf_counter() - started, scores
+
+
+def matmul_rate(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """Measured dense matmul FLOP/s for `dtype` on this machine's threads."""
+    a = torch.randn(size, size).to(dtype)
+    b = torch.randn(size, size).to(dtype)
+    torch.matmul(a, b)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        torch.matmul(a, b)
+    return 2 * size**3 * repeats / (time.perf_counter() - started)
+
+
+def forward_flops(model, tokens: int) -> float:
+    """2 x (non-embedding parameters + LM head) FLOPs per scored token (attention over short rows is small)."""
+    cfg = model.config
+    body = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name)
+    head = cfg.hidden_size * cfg.vocab_size  # tied: the head is computed even though it shares weights
+    return 2.0 * (body + head) * tokens
+
+
+def bench(dtype: str, rows: int, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    model_cfg = ModelConfig(dtype=dtype, max_batch_size=16)
+    cfg = Config(scorer=model_cfg)
+    scorer = Score(cfg, round_num=1, torch_threads=threads)
+    data = demo_rows(rows)
+    batch = records_from_rows(data)
+    spans = [scorer.spans(r["instruction"], r["input"], r["output"]) for r in data]
+    tokens = sum(len(s.qa_ids) + len(s.a_ids) for s in spans)
+
+    seed_s, reference = seed_style(scorer.model.model, spans)
+    started = time.perf_counter()
+    out = scorer(batch)
+    engine_s = time.perf_counter() - started
+
+    diffs = []
+    for i, (l_q, l_aq, l_a) in enumerate(reference):
+        for ours, theirs in ((out["l_q"][i], l_q), (out["l_a_given_q"][i], l_aq), (out["l_a"][i], l_a),
+                             (out["ic_ifd"][i], l_aq / (l_q * l_a))):
+            diffs.append(abs(ours - theirs) / abs(theirs))
+    rate = matmul_rate(torch.float32 if dtype == "float32" else torch.bfloat16)
+    achieved = forward_flops(scorer.model.model, tokens) / engine_s
+    return {
+        "benchmark": "scoring",
+        "model": "smollm2-135m",
+        "dtype": dtype,
+        "threads": threads,
+        "rows": rows,
+        "tokens": tokens,
+        "seed_style_s": round(seed_s, 3),
+        "engine_s": round(engine_s, 3),
+        "speedup": round(seed_s / engine_s, 3),
+        "max_rel_diff": float(f"{max(diffs):.3g}"),
+        "engine_gflops": round(achieved / 1e9, 1),
+        "matmul_gflops": round(rate / 1e9, 1),
+        "roofline_fraction": round(achieved / rate, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=60)
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "scoring.json"))
+    args = parser.parse_args()
+    results = []
+    for dtype in args.dtypes.split(","):
+        result = bench(dtype, args.rows, args.threads)
+        print(json.dumps(result), flush=True)
+        results.append(result)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
