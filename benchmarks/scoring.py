@@ -47,15 +47,20 @@ def seed_style(model, spans) -> tuple[float, list[tuple[float, float, float]]]:
     return time.perf_counter() - started, scores
 
 
-def matmul_rate(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """Measured dense matmul FLOP/s for `dtype` on this machine's threads."""
-    a = torch.randn(size, size).to(dtype)
-    b = torch.randn(size, size).to(dtype)
-    torch.matmul(a, b)
-    started = time.perf_counter()
-    for _ in range(repeats):
+def matmul_rate(dtype: torch.dtype) -> float:
+    """Measured dense matmul FLOP/s for `dtype` on this machine's threads (sizes grow until one takes 0.25 s,
+    up to 2048^3: bf16 is ~300x slower than fp32 on AVX2-only cores, and 2048^3 would take minutes there)."""
+    size = 256
+    while True:
+        a = torch.randn(size, size).to(dtype)
+        b = torch.randn(size, size).to(dtype)
         torch.matmul(a, b)
-    return 2 * size**3 * repeats / (time.perf_counter() - started)
+        started = time.perf_counter()
+        torch.matmul(a, b)
+        elapsed = time.perf_counter() - started
+        if elapsed > 0.25 or size >= 2048:
+            return 2 * size**3 / elapsed
+        size *= 2
 
 
 def forward_flops(model, tokens: int) -> float:

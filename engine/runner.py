@@ -179,6 +179,7 @@ def _run_round(ds, recipe, cfg: Config, round_num: int, expected: int, out: Path
         apply_stage(ray.data.read_parquet(str(ledger)), spec, cfg).write_parquet(str(selected))
         ledger = selected
     counts = split_round(ledger, out, round_num)
+    shutil.rmtree(out / "_ledger", ignore_errors=True)  # every row is now in data/ or rejects/
     counts.selection = cut.as_dict() if cut else None
     if counts.rows_in != expected:
         raise RowsLost(f"round {round_num}: {expected} rows went in but {counts.rows_in} came out (ok + rejected)")

@@ -1,7 +1,5 @@
-"""Seed readers: alpaca rows from .jsonl, .json, .parquet or a saved HF dataset dir, as record batches.
-
-Every row slot of a file becomes one record, valid or rejected with a reason code and a `file:line: ...` detail,
-so nothing is lost silently; `count_rows` counts the same slots, so positions agree across files."""
+"""Seed readers: every row slot of a .jsonl, .json, .parquet or saved HF dataset becomes one record, valid or
+rejected with a reason code and a `file:line: ...` detail; `count_rows` counts the same slots."""
 
 from __future__ import annotations
 
@@ -26,8 +24,8 @@ RECORD_FIELDS = ALPACA_FIELDS + LINEAGE_FIELDS + STATUS_FIELDS
 HF_MARKERS = ("dataset_info.json", "state.json")
 HF_DICT_META = "dataset_dict.json"  # top file of a saved DatasetDict: metadata, its split dirs are the data
 BOM = b"\xef\xbb\xbf"
-BAD_UTF8 = "invalid UTF-8 at byte"
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # lone ones (JSON escapes) can't be written as UTF-8: kept as \udxxx
+_ODD_CHAR = re.compile(r"[\x00\ud800-\udfff]")
 _WS = re.compile(r"[ \t\n\r]*")  # JSON whitespace, as the json module defines it
 
 
@@ -45,13 +43,11 @@ def list_input_files(path: str | Path) -> tuple[list[Path], list[Path]]:
     path = Path(path)
     if not path.exists():
         raise InputError(f"seed path {path} does not exist (supported: {SUPPORTED_TEXT})")
+    if is_hf_dataset_dir(path) or (path.is_file() and path.suffix.lower() in SUPPORTED):
+        return [path], []
     if path.is_file():
-        if path.suffix.lower() in SUPPORTED:
-            return [path], []
         kind = repr(path.suffix) if path.suffix else "without a suffix"
         raise InputError(f"cannot read {path}: file type {kind} is not supported (supported: {SUPPORTED_TEXT})")
-    if is_hf_dataset_dir(path):
-        return [path], []
     inputs, skipped = [], []
     _walk(path, inputs, skipped, set())
     if not inputs:
@@ -95,12 +91,11 @@ def _format(path: Path) -> str:
     return path.suffix.lower() if path.stat().st_size else "empty"
 
 
-# Row slots, per format: (line, parsed value, (reason, message) or None).
 def _jsonl_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """Non-blank lines with their physical line numbers. Slots, per format: (line, value, problem or None)."""
     with open(path, "rb") as handle:
         for lineno, raw in enumerate(handle, 1):
-            if lineno == 1 and raw.startswith(BOM):
-                raw = raw[len(BOM) :]
+            raw = raw.removeprefix(BOM) if lineno == 1 else raw
             if raw.strip():
                 yield lineno, raw
 
@@ -110,7 +105,8 @@ def _jsonl_slots(path: Path) -> Iterator[tuple]:
         try:
             value, error, _ = _parse(raw.decode("utf-8"))
         except UnicodeDecodeError as err:  # keep what the rest of the line says, for the rejects file
-            value, error = _parse(raw.decode("utf-8", "replace"))[0], ("invalid_utf8", f"{BAD_UTF8} {err.start + 1}")
+            bad = ("invalid_utf8", f"invalid UTF-8 at byte {err.start + 1}")
+            value, error = _parse(raw.decode("utf-8", "replace"))[0], bad
         yield lineno, value, error
 
 
@@ -132,7 +128,7 @@ def _json_slots(path: Path) -> list[tuple]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         line, col = data.count(b"\n", 0, err.start) + 1, err.start - data.rfind(b"\n", 0, err.start)
-        return [(line, None, ("invalid_utf8", f"{BAD_UTF8} {col} of the line"))]
+        return [(line, None, ("invalid_utf8", f"invalid UTF-8 at byte {col} of the line"))]
     try:
         return _scan_list(text)
     except (ValueError, RecursionError):
@@ -174,7 +170,7 @@ def _open_parquet(path: Path) -> pq.ParquetFile:
 
 
 def _load_hf(path: Path):
-    import datasets
+    import datasets  # heavy: only when a dataset dir is read
 
     try:
         ds = datasets.load_from_disk(str(path))
@@ -185,9 +181,8 @@ def _load_hf(path: Path):
 
 def _columnar_slots(names: list[str], read_batches, num_rows: int) -> Iterator[tuple]:
     """Row slots of a table (parquet or HF): one per row, numbered from 1."""
-    error = None
-    if "instruction" not in names:
-        error = ("missing_field", f"field 'instruction' is missing: no 'instruction' column ({', '.join(names)})")
+    problem = f"field 'instruction' is missing: no 'instruction' column ({', '.join(names)})"
+    error = None if "instruction" in names else ("missing_field", problem)
     present = [name for name in ALPACA_FIELDS if name in names]
     if not present:
         yield from ((row, {}, error) for row in range(1, num_rows + 1))
@@ -231,30 +226,28 @@ def _kind(value) -> str:
     return next((name for kind, name in _KINDS.items() if isinstance(value, kind)), f"a {type(value).__name__}")
 
 
-def _utf8_safe(text: str) -> str:
-    # Lone surrogates (from a JSON escape) cannot be written as UTF-8: keep them visible as \udxxx text.
-    return text.encode("utf-8", "backslashreplace").decode("utf-8") if _SURROGATE.search(text) else text
-
-
 def _check(value, error) -> tuple[tuple[str, str, str], tuple[str, str] | None]:
     """The row's text fields (what could be recovered) and its problem as (reason, message), or None."""
-    strings = {}
-    if isinstance(value, dict):
-        strings = {name: value[name] for name in ALPACA_FIELDS if isinstance(value.get(name), str)}
-    texts = tuple(_utf8_safe(strings.get(name, "")) for name in ALPACA_FIELDS)
+    is_dict = isinstance(value, dict)
+    raw = tuple(value.get(name) for name in ALPACA_FIELDS) if is_dict else (None, None, None)
+    texts = tuple(v if isinstance(v, str) else "" for v in raw)
+    joined = "".join(texts)
+    odd = _ODD_CHAR.search(joined) is not None  # rare: only then look for which field holds what
+    if odd and _SURROGATE.search(joined):
+        texts = tuple(text.encode("utf-8", "backslashreplace").decode("utf-8") for text in texts)
     if error:
         return texts, error
-    if not isinstance(value, dict):
+    if not is_dict:
         return texts, ("not_an_object", f"the value is {_kind(value)}, expected a JSON object")
-    if value.get("instruction") is None:
+    if raw[0] is None:
         return texts, ("missing_field", "field 'instruction' is " + ("null" if "instruction" in value else "missing"))
-    for name in ALPACA_FIELDS:
-        if value.get(name) is not None and name not in strings:
-            return texts, ("not_a_string", f"field '{name}' is {_kind(value[name])}, expected a string")
-    for name, text in zip(ALPACA_FIELDS, texts):
+    for name, v in zip(ALPACA_FIELDS, raw):
+        if v is not None and not isinstance(v, str):
+            return texts, ("not_a_string", f"field '{name}' is {_kind(v)}, expected a string")
+    for name, text, v in zip(ALPACA_FIELDS, texts, raw) if odd else ():
         if "\x00" in text:
             return texts, ("nul_character", f"field '{name}' contains a NUL character at position {text.index(chr(0))}")
-        if text is not strings.get(name, text):
+        if v is not None and text != v:
             return texts, ("invalid_utf8", f"field '{name}' holds an unpaired surrogate, which is not valid UTF-8")
     if not texts[0].strip():
         return texts, ("empty_instruction", "field 'instruction' is empty" + (" (whitespace only)" if texts[0] else ""))
@@ -263,28 +256,36 @@ def _check(value, error) -> tuple[tuple[str, str, str], tuple[str, str] | None]:
 
 def iter_records(path: Path, position_offset: int, batch_rows: int = 1000) -> Iterator[dict[str, np.ndarray]]:
     """Stream one input as record batches (valid and rejected rows), positions starting at `position_offset`."""
-    path = Path(path)
-    batch_rows = max(1, int(batch_rows))
-    rows: list[tuple] = []
-    rejected = 0
-    for index, (line, value, error) in enumerate(_slots(path, batch_rows)):
+    path, batch_rows = Path(path), max(1, int(batch_rows))
+    yield from _records(_slots(path, batch_rows), str(path), position_offset, batch_rows)
+
+
+def records_from_rows(rows: list[dict], source: str = "<memory>", position_offset: int = 0) -> dict[str, np.ndarray]:
+    """One batch of seed records from in-memory alpaca dicts (tests, benchmarks), checked as a file's rows are."""
+    slots = ((i + 1, row, None) for i, row in enumerate(rows))
+    return next(_records(slots, source, position_offset, max(1, len(rows))), None) or _batch([], source)
+
+
+def _records(slots: Iterator[tuple], source_file: str, offset: int, batch_rows: int) -> Iterator[dict]:
+    name, rows, rejected = Path(source_file).name, [], 0
+    for index, (line, value, error) in enumerate(slots):
         texts, problem = _check(value, error)
-        reason, detail = (problem[0], f"{path.name}:{line}: {problem[1]}") if problem else ("", "")
+        reason, detail = (problem[0], f"{name}:{line}: {problem[1]}") if problem else ("", "")
         rejected += bool(problem)
         if problem and rejected <= REJECT_LOG_LIMIT:
             log.warning("%s", detail)
-        rows.append((*texts, position_offset + index, line, reason, detail))
+        rows.append((*texts, offset + index, line, reason, detail))
         if len(rows) >= batch_rows:
-            yield _batch(rows, str(path))
+            yield _batch(rows, source_file)
             rows = []
     if rejected > REJECT_LOG_LIMIT:
-        log.warning("%d more rejected rows in %s (see rejects)", rejected - REJECT_LOG_LIMIT, path)
+        log.warning("%d more rejected rows in %s (see rejects)", rejected - REJECT_LOG_LIMIT, source_file)
     if rows:
-        yield _batch(rows, str(path))
+        yield _batch(rows, source_file)
 
 
 def _batch(rows: list[tuple], source_file: str) -> dict[str, np.ndarray]:
-    instructions, inputs, outputs, positions, lines, reasons, details = zip(*rows)
+    instructions, inputs, outputs, positions, lines, reasons, details = list(zip(*rows)) or [()] * 7
     n = len(rows)
     ids = [seed_row_id(ins, inp, pos) for ins, inp, pos in zip(instructions, inputs, positions)]
     cols = {name: column([""] * n) for name in ("parent_id", "method", "evolver", "parent_instruction")}
@@ -295,3 +296,4 @@ def _batch(rows: list[tuple], source_file: str) -> dict[str, np.ndarray]:
     cols["status"] = column(STATUS_REJECTED if r else STATUS_OK for r in reasons)
     cols["rejected_at"] = column("read" if r else "" for r in reasons)
     return {name: cols[name] for name in RECORD_FIELDS}  # exactly the record schema, in its order
+
