@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from engine.backends.base import BackendUnavailable
-from engine.config import register, to_config
+from engine.config import ConfigError, register, to_config
 from engine.io.readers import InputError
 
 log = logging.getLogger("engine")
@@ -30,7 +30,7 @@ def app(raw: DictConfig) -> None:
 
     try:
         summary = run(cfg)
-    except (InputError, BackendUnavailable) as err:
+    except (InputError, BackendUnavailable, ConfigError) as err:
         log.error("%s", err)
         sys.exit(2)
     keys = ("rows_in", "rows_out", "rows_rejected", "rejected_by_reason", "wall_time_s")

@@ -124,6 +124,10 @@ class Config:
     rounds: int = 1
 
 
+class ConfigError(ValueError):
+    """A config that composes but cannot run; the message names the key to change."""
+
+
 def register() -> None:
     """Register the schema so `conf/config.yaml` can extend it (`defaults: [config_schema, ...]`)."""
     ConfigStore.instance().store(name="config_schema", node=Config)

@@ -22,7 +22,7 @@ from engine.io.readers import count_rows, iter_records, list_input_files
 from engine.io.sinks import RoundCounts, split_round, write_dataset_info, write_json
 from engine.records import STATUS_OK
 from engine.recipes import StageSpec, get_recipe
-from engine.stages.select import RANKINGS, Cut, Select, plan_cut, selection_active
+from engine.stages.select import RANKINGS, Cut, Select, check_select, plan_cut, selection_active
 
 log = logging.getLogger("engine.runner")
 
@@ -130,6 +130,7 @@ def run(cfg: Config) -> dict:
     out = Path(cfg.run.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     recipe = get_recipe(cfg.recipe.name)
+    check_select(cfg.select, cfg.scoring.enabled)
     files, skipped = list_input_files(seed_source(cfg))
     for path in skipped:
         log.warning("skipping %s: unsupported file type (supported: .jsonl, .json, .parquet, HF dataset dirs)", path)
@@ -173,7 +174,7 @@ def _run_round(ds, recipe, cfg: Config, round_num: int, expected: int, out: Path
         shutil.rmtree(stale, ignore_errors=True)
     ds.write_parquet(str(ledger))
     cut = None
-    if final and cfg.scoring.enabled and selection_active(cfg.select):
+    if final and selection_active(cfg.select):
         cut = plan_selection(ledger, cfg)
         spec = StageSpec(Select, {"round_num": round_num, "cut": cut})
         apply_stage(ray.data.read_parquet(str(ledger)), spec, cfg).write_parquet(str(selected))
@@ -192,7 +193,7 @@ def _run_round(ds, recipe, cfg: Config, round_num: int, expected: int, out: Path
 
 def plan_selection(ledger: Path, cfg: Config) -> Cut:
     """Phase 1 of selection: the exact global cut over every ok row of the round (only three columns read)."""
-    column = RANKINGS[cfg.select.by][0] if cfg.select.by in RANKINGS else "ic_ifd"
+    column = RANKINGS[cfg.select.by][0]
     table = pq.read_table(ledger, columns=["status", "id", "ifd", column])
     table = table.filter(pc.equal(table["status"], STATUS_OK))
     scores = table[column].to_numpy(zero_copy_only=False).astype(np.float64)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -37,6 +37,9 @@ class Backend(Protocol):
     """A model engine: chat prompts in (one user turn each), completions or token losses out."""
 
     name: str
+    tokenizer: Any  # a HF tokenizer: scoring builds its token spans with the backend's own tokenizer
+    bos_id: int | None
+    eos_id: int | None
 
     def generate(self, prompts: list[str], sampling: Sampling) -> list[Generation]: ...
 

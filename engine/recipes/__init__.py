@@ -28,4 +28,6 @@ def get_recipe(name: str):
         from engine.recipes import evol_instruct
 
         return evol_instruct
-    raise ValueError(f"unknown recipe {name!r}; available: evol_instruct")
+    from engine.config import ConfigError
+
+    raise ConfigError(f"recipe.name={name!r} is not a recipe; available: evol_instruct")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.config import Config, SelectConfig
+from engine.config import Config, ConfigError, SelectConfig
 from engine.records import ok_mask, reject
 
 # What each selection kind ranks by, and whether the highest (True) or the lowest values are kept.
@@ -46,6 +46,16 @@ def selection_active(cfg: SelectConfig) -> bool:
     return cfg.fraction is not None or cfg.top_k is not None or cfg.threshold is not None or cfg.ifd_below_one
 
 
+def check_select(cfg: SelectConfig, scoring_enabled: bool) -> None:
+    """Refuse, before any generation runs, a selection that could not be applied."""
+    if cfg.by not in RANKINGS:
+        raise ConfigError(f"select.by={cfg.by!r} is not one of {sorted(RANKINGS)}")
+    if selection_active(cfg) and not scoring_enabled:
+        raise ConfigError("select.* needs scores: set scoring.enabled=true or drop the selection settings")
+    if cfg.fraction is not None and not 0.0 < cfg.fraction <= 1.0:
+        raise ConfigError(f"select.fraction={cfg.fraction} must be in (0, 1]")
+
+
 def eligible(scores: np.ndarray, ifd: np.ndarray, ifd_below_one: bool) -> np.ndarray:
     """Rows that can be selected: a finite score, and IFD < 1 when the Superfiltering filter is on."""
     ok = np.isfinite(scores)
@@ -56,8 +66,7 @@ def eligible(scores: np.ndarray, ifd: np.ndarray, ifd_below_one: bool) -> np.nda
 
 def plan_cut(scores: np.ndarray, ids: np.ndarray, ifd: np.ndarray, cfg: SelectConfig) -> Cut:
     """Phase 1: the exact cut over all candidate rows (scores and ids of every ok row of the round)."""
-    if cfg.by not in RANKINGS:
-        raise ValueError(f"select.by must be one of {sorted(RANKINGS)}, not {cfg.by!r}")
+    check_select(cfg, scoring_enabled=True)
     column, descending = RANKINGS[cfg.by]
     scores = np.asarray(scores, dtype=np.float64)
     ids = np.asarray(ids, dtype=object)

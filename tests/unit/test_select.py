@@ -1,9 +1,10 @@
 """Selection: a global, deterministic cut whatever the sharding, and the paper's baselines."""
 
 import numpy as np
+import pytest
 
-from engine.config import SelectConfig
-from engine.stages.select import keep_mask, plan_cut
+from engine.config import ConfigError, SelectConfig
+from engine.stages.select import check_select, keep_mask, plan_cut
 
 
 def test_cut_over_four_shards_equals_exact_top_fraction_of_the_union():
@@ -41,3 +42,13 @@ def test_baselines_keep_the_lowest_and_filters_apply():
 
     cut = plan_cut(scores, ids, np.zeros(4), SelectConfig(threshold=15.0))
     assert set(ids[keep_mask(scores, ids, np.zeros(4), cut)]) == {"a", "c"}
+
+
+def test_impossible_selections_are_refused_before_running():
+    with pytest.raises(ConfigError, match="select.by"):
+        check_select(SelectConfig(by="longest"), scoring_enabled=True)
+    with pytest.raises(ConfigError, match="scoring.enabled"):
+        check_select(SelectConfig(fraction=0.5), scoring_enabled=False)
+    with pytest.raises(ConfigError, match="fraction"):
+        check_select(SelectConfig(fraction=1.5), scoring_enabled=True)
+    check_select(SelectConfig(), scoring_enabled=False)  # no cut asked for: scoring may be off
