@@ -47,20 +47,21 @@ def seed_style(model, spans) -> tuple[float, list[tuple[float, float, float]]]:
     return time.perf_counter() - started, scores
 
 
-def matmul_rate(dtype: torch.dtype) -> float:
-    """Measured dense matmul FLOP/s for `dtype` on this machine's threads (sizes grow until one takes 0.25 s,
-    up to 2048^3: bf16 is ~300x slower than fp32 on AVX2-only cores, and 2048^3 would take minutes there)."""
-    size = 256
+def matmul_rate(dtype: torch.dtype, hidden: int, intermediate: int) -> float:
+    """Measured GEMM FLOP/s for `dtype` in the model's own shape (tokens x hidden @ hidden x intermediate,
+    through F.linear as the model runs it): square torch.matmul takes other kernels, and on AVX2-only cores
+    its bf16 path is far slower than the model's. Tokens grow until one product takes 0.25 s."""
+    weight = torch.randn(intermediate, hidden).to(dtype)
+    tokens = 64
     while True:
-        a = torch.randn(size, size).to(dtype)
-        b = torch.randn(size, size).to(dtype)
-        torch.matmul(a, b)
+        x = torch.randn(tokens, hidden).to(dtype)
+        torch.nn.functional.linear(x, weight)
         started = time.perf_counter()
-        torch.matmul(a, b)
+        torch.nn.functional.linear(x, weight)
         elapsed = time.perf_counter() - started
-        if elapsed > 0.25 or size >= 2048:
-            return 2 * size**3 / elapsed
-        size *= 2
+        if elapsed > 0.25 or tokens >= 16384:
+            return 2 * tokens * hidden * intermediate / elapsed
+        tokens *= 2
 
 
 def forward_flops(model, tokens: int) -> float:
@@ -91,7 +92,8 @@ def bench(dtype: str, rows: int, threads: int) -> dict:
         for ours, theirs in ((out["l_q"][i], l_q), (out["l_a_given_q"][i], l_aq), (out["l_a"][i], l_a),
                              (out["ic_ifd"][i], l_aq / (l_q * l_a))):
             diffs.append(abs(ours - theirs) / abs(theirs))
-    rate = matmul_rate(torch.float32 if dtype == "float32" else torch.bfloat16)
+    arch = scorer.model.model.config
+    rate = matmul_rate(scorer.model.dtype, arch.hidden_size, arch.intermediate_size)
     achieved = forward_flops(scorer.model.model, tokens) / engine_s
     return {
         "benchmark": "scoring",
