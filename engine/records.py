@@ -63,3 +63,11 @@ def reject(batch: dict[str, np.ndarray], mask, reasons, details, stage: str) -> 
 def column(values, dtype=object) -> np.ndarray:
     """A batch column; strings as object arrays so Arrow keeps them as strings."""
     return np.asarray(list(values), dtype=dtype)
+
+
+def default_columns(n: int, defaults: dict) -> dict[str, np.ndarray]:
+    """Columns a stage adds, filled with each one's default (rows the stage skips keep it)."""
+    return {
+        name: np.full(n, value, dtype=object if isinstance(value, str) else type(value))
+        for name, value in defaults.items()
+    }

@@ -7,7 +7,7 @@ import numpy as np
 from engine.backends import Sampling, load_backend
 from engine.config import Config
 from engine.prompts.evol import evolution_prompt, method_order, pick_method
-from engine.records import column, evolved_row_id, ok_mask, reject
+from engine.records import default_columns, evolved_row_id, ok_mask, reject
 from engine.stages.seeding import batch_seed
 
 # Columns this stage writes, with the value a row it does not touch gets.
@@ -42,8 +42,7 @@ class Evolve:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["id"])
         ok = ok_mask(batch)
-        for name, empty in EVOLVE_COLUMNS.items():
-            batch[name] = column([empty] * n, dtype=type(empty) if not isinstance(empty, str) else object)
+        batch.update(default_columns(n, EVOLVE_COLUMNS))
         methods = self.pick(batch)
         rows = np.flatnonzero(ok)
         prompts = [evolution_prompt(methods[i], str(batch["instruction"][i]), self.stray_quote) for i in rows]

@@ -7,8 +7,19 @@ import numpy as np
 from engine.backends import Sampling, load_backend
 from engine.config import Config
 from engine.prompts.response import clean_response, response_prompt
-from engine.records import column, ok_mask, reject
+from engine.records import default_columns, ok_mask, reject
 from engine.stages.seeding import batch_seed
+
+
+# Columns this stage writes, with the value a row it does not touch gets.
+RESPOND_COLUMNS = {
+    "responder": "",
+    "respond_temperature": 0.0,
+    "respond_max_new_tokens": 0,
+    "respond_prompt_tokens": 0,
+    "response_tokens": 0,
+    "respond_finish": "",
+}
 
 
 class Respond:
@@ -36,20 +47,20 @@ class Respond:
         )
         generations = self.model.generate(prompts, sampling) if len(rows) else []
         output = np.asarray(batch["output"], dtype=object).copy()
-        responder = column([""] * n)
-        prompt_tokens = np.zeros(n, dtype=np.int64)
-        tokens = np.zeros(n, dtype=np.int64)
-        finish = column([""] * n)
+        added = default_columns(n, RESPOND_COLUMNS)
         reasons, details = [""] * n, [""] * n
         for i, generation in zip(rows, generations):
             output[i] = clean_response(generation.text)
-            responder[i] = self.responder
-            prompt_tokens[i], tokens[i], finish[i] = generation.prompt_tokens, generation.generated_tokens, generation.finish_reason
+            added["responder"][i] = self.responder
+            added["respond_temperature"][i] = self.settings.temperature
+            added["respond_max_new_tokens"][i] = self.settings.max_new_tokens
+            added["respond_prompt_tokens"][i] = generation.prompt_tokens
+            added["response_tokens"][i] = generation.generated_tokens
+            added["respond_finish"][i] = generation.finish_reason
             if generation.error:
                 reasons[i], details[i] = "generation_error", generation.error
             elif not output[i]:
                 reasons[i], details[i] = "empty_response", "the responder returned an empty answer"
-        batch.update(output=output, responder=responder, respond_prompt_tokens=prompt_tokens,
-                     response_tokens=tokens, respond_finish=finish)
+        batch.update(output=output, **added)
         reject(batch, np.array([bool(r) for r in reasons]), reasons, details, stage="respond")
         return batch

@@ -13,7 +13,7 @@ import numpy as np
 
 from engine.backends import load_backend
 from engine.config import Config
-from engine.records import ok_mask, reject
+from engine.records import default_columns, ok_mask, reject
 
 
 @dataclass(frozen=True)
@@ -103,8 +103,7 @@ class Score:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["id"])
-        columns = {name: np.full(n, empty, dtype=type(empty) if not isinstance(empty, float) else np.float64)
-                   for name, empty in SCORE_COLUMNS.items()}
+        columns = default_columns(n, SCORE_COLUMNS)
         reasons, details = [""] * n, [""] * n
         rows = []
         for i in np.flatnonzero(ok_mask(batch)):
