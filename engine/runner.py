@@ -18,7 +18,7 @@ from ray.data import ActorPoolStrategy, DataContext
 
 from engine.backends.embedded import resolve_model_path
 from engine.config import Config, config_hash
-from engine.io.readers import count_rows, iter_records, list_input_files
+from engine.io.readers import SUPPORTED_TEXT, count_rows, iter_records, list_input_files
 from engine.io.sinks import RoundCounts, split_round, write_dataset_info, write_json
 from engine.records import STATUS_OK
 from engine.recipes import StageSpec, get_recipe
@@ -133,7 +133,7 @@ def run(cfg: Config) -> dict:
     check_select(cfg.select, cfg.scoring.enabled)
     files, skipped = list_input_files(seed_source(cfg))
     for path in skipped:
-        log.warning("skipping %s: unsupported file type (supported: .jsonl, .json, .parquet, HF dataset dirs)", path)
+        log.warning("skipping %s: unsupported file type (supported: %s)", path, SUPPORTED_TEXT)
     # Build/convert embedded models once here, so actors only load them.
     resolve_model_path(cfg.model)
     if cfg.scoring.enabled:
