@@ -60,6 +60,11 @@ def reject(batch: dict[str, np.ndarray], mask, reasons, details, stage: str) -> 
         batch[name] = col
 
 
+def reject_with_reasons(batch: dict[str, np.ndarray], reasons: list[str], details: list[str], stage: str) -> None:
+    """Reject, in place, every row whose entry in the full-length `reasons` is non-empty."""
+    reject(batch, np.array([bool(r) for r in reasons], dtype=bool), reasons, details, stage)
+
+
 def column(values, dtype=object) -> np.ndarray:
     """A batch column; strings as object arrays so Arrow keeps them as strings."""
     return np.asarray(list(values), dtype=dtype)

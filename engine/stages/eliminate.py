@@ -8,7 +8,7 @@ import numpy as np
 
 from engine.config import Config
 from engine.prompts.evol import TEMPLATE_MARKERS
-from engine.records import ok_mask, reject
+from engine.records import ok_mask, reject_with_reasons
 
 # Refusal openings, checked on the first 160 characters only: a long instruction that merely mentions an
 # apology is not a refusal.
@@ -54,6 +54,5 @@ class Eliminate:
         reasons, details = [""] * n, [""] * n
         for i in np.flatnonzero(ok):
             reasons[i], details[i] = elimination_reason(str(batch["instruction"][i]), str(batch["parent_instruction"][i]))
-        failed = np.array([bool(r) for r in reasons], dtype=bool)
-        reject(batch, failed, reasons, details, stage="eliminate")
+        reject_with_reasons(batch, reasons, details, stage="eliminate")
         return batch

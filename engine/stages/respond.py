@@ -7,7 +7,7 @@ import numpy as np
 from engine.backends import Sampling, load_backend
 from engine.config import Config
 from engine.prompts.response import clean_response, response_prompt
-from engine.records import default_columns, ok_mask, reject
+from engine.records import default_columns, ok_mask, reject_with_reasons
 from engine.stages.seeding import batch_seed
 
 
@@ -62,5 +62,5 @@ class Respond:
             elif not output[i]:
                 reasons[i], details[i] = "empty_response", "the responder returned an empty answer"
         batch.update(output=output, **added)
-        reject(batch, np.array([bool(r) for r in reasons]), reasons, details, stage="respond")
+        reject_with_reasons(batch, reasons, details, stage="respond")
         return batch

@@ -13,7 +13,7 @@ import numpy as np
 
 from engine.backends import load_backend
 from engine.config import Config
-from engine.records import default_columns, ok_mask, reject
+from engine.records import default_columns, ok_mask, reject_with_reasons
 
 
 @dataclass(frozen=True)
@@ -124,5 +124,5 @@ class Score:
             if problem:
                 reasons[i], details[i] = problem, f"L(Q)={l_q:.4g} L(A|Q)={l_aq:.4g} L(A)={l_a:.4g}"
         batch.update(columns)
-        reject(batch, np.array([bool(r) for r in reasons], dtype=bool), reasons, details, stage="score")
+        reject_with_reasons(batch, reasons, details, stage="score")
         return batch
