@@ -18,13 +18,14 @@ class ModelConfig:
     name: str = "smollm2-135m"
     path: Optional[str] = None  # a local HF model directory (e.g. /models/Qwen2.5-7B-Instruct)
     embedded: Optional[str] = "smollm2-135m"  # used when path is None: smollm2-135m | tiny
-    backend: str = "hf"  # hf | vllm
+    backend: str = "hf"  # hf | vllm | echo (a plumbing aid for benchmarks and fault tests, never a model)
     dtype: str = "float32"  # float32 | bfloat16 | float16 | auto (bf16 on CUDA, the measured faster on CPU)
     device: str = "auto"  # auto | cpu | cuda
     max_model_len: int = 2048
     max_batch_size: int = 32  # rows per generate() call inside a stage batch
     tensor_parallel: int = 1
     seed: int = 0  # the tiny model's weight seed
+    fail_on: Optional[str] = None  # echo backend only: raise on prompts containing this text (fault tests)
 
 
 @dataclass
@@ -61,6 +62,8 @@ class DataConfig:
     name: str = "demo"
     path: Optional[str] = None
     limit: Optional[int] = None  # keep only the first N seed rows (by position)
+    max_chars: int = 20000  # longer instruction + input: handled by `long_rows`
+    long_rows: str = "reject"  # reject (reason too_long) | truncate (cut to max_chars, flagged in `detail`)
 
 
 @dataclass
@@ -77,7 +80,13 @@ class ClusterConfig:
     batch_size: int = 16  # rows per map_batches call of a model stage
     cpu_batch_size: int = 256  # rows per map_batches call of a cheap CPU stage
     read_batch_rows: int = 1000
+    # Failure policy, set deliberately rather than inherited: a killed actor is restarted and its in-flight
+    # batches retried (costing time, not rows); a block whose retries are exhausted fails the run unless
+    # max_errored_blocks allows it (those rows would then be missing, which the row-count check reports).
     max_errored_blocks: int = 0
+    actor_max_restarts: int = 8  # restarts of one stage actor (Ray's default is unbounded)
+    actor_max_task_retries: int = 8  # retries of a batch whose actor died
+    task_max_retries: int = 8  # retries of a cheap-stage / read / commit task whose worker died
 
 
 @dataclass
@@ -87,6 +96,8 @@ class RunConfig:
     output_dir: str = MISSING
     seed: int = 0
     progress: bool = True
+    resume: bool = True  # rerun into the same output_dir: finish what is missing; false: start over
+    shard_rows: int = 10000  # rows per committed output shard (the unit a resumed run skips)
 
 
 @dataclass
@@ -139,9 +150,17 @@ def to_config(cfg: Any) -> Config:
     return OmegaConf.to_object(merged)
 
 
+# Keys that change where or how fast a run goes, not what it writes: a resumed run may change them.
+NOT_HASHED = {"run": ("output_dir", "progress", "resume", "shard_rows"), "cluster": None}
+
+
 def config_hash(cfg: Config) -> str:
-    """A short digest of everything that changes outputs (the output directory itself excluded)."""
+    """A short digest of everything that changes outputs (output directory, cluster and progress excluded)."""
     data = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
-    data["run"].pop("output_dir", None)
-    data["run"].pop("progress", None)
+    for group, keys in NOT_HASHED.items():
+        if keys is None:
+            data.pop(group, None)
+        else:
+            for key in keys:
+                data[group].pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

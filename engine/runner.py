@@ -2,59 +2,46 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import partial
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 from ray.data import ActorPoolStrategy, DataContext
 
 from engine.backends.embedded import resolve_model_path
-from engine.config import Config, config_hash
-from engine.io.readers import SUPPORTED_TEXT, count_rows, iter_records, list_input_files
+from engine.config import Config, ConfigError, config_hash
+from engine.io.manifest import Manifest, ResumeRefused, input_fingerprint
+from engine.io.readers import SUPPORTED_TEXT, ReadPolicy, count_rows, find_duplicate_ids, iter_records
+from engine.io.readers import list_input_files
 from engine.io.sinks import RoundCounts, split_round, write_dataset_info, write_json
 from engine.records import STATUS_OK
 from engine.recipes import StageSpec, get_recipe
+from engine.stages.guard import GuardedStage, RowsLost
 from engine.stages.select import RANKINGS, Cut, Select, check_select, plan_cut, selection_active
 
 log = logging.getLogger("engine.runner")
-
-
-class RowsLost(RuntimeError):
-    """A stage or round returned a different number of rows than it was given."""
-
-
-class GuardedStage:
-    """Runs a stage and checks the map_batches contract: exactly as many rows out as in."""
-
-    def __init__(self, stage: type, cfg: Config, torch_threads: int | None = None, **kwargs):
-        self.name = stage.__name__
-        self.stage = stage(cfg, torch_threads=torch_threads or os.cpu_count(), **kwargs)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows_in = len(batch["id"])
-        out = self.stage(batch)
-        lengths = {name: len(values) for name, values in out.items()}
-        if set(lengths.values()) != {rows_in}:
-            raise RowsLost(f"stage {self.name} returned column lengths {lengths} for a batch of {rows_in} rows")
-        return out
 
 
 def _run_cheap_stage(batch, stage: type, cfg: Config, kwargs: dict):
     return GuardedStage(stage, cfg, **kwargs)(batch)
 
 
-def _read_files(batch, limit: int | None, batch_rows: int):
+def _read_files(batch, limit: int | None, batch_rows: int, policy: ReadPolicy):
     """Parse seed files into records (valid or rejected); generator, so big files stream as many blocks."""
     for path, offset in zip(batch["path"], batch["offset"]):
-        for records in iter_records(Path(path), int(offset), batch_rows):
+        for records in iter_records(Path(path), int(offset), batch_rows, policy):
             if limit is not None:
                 keep = np.asarray(records["seed_index"]) < limit
                 if not keep.all():
@@ -77,12 +64,14 @@ def init_ray(cfg: Config) -> bool:
 
 
 def apply_stage(ds: "ray.data.Dataset", spec: StageSpec, cfg: Config) -> "ray.data.Dataset":
-    """One stage as a map_batches call: model stages in an actor pool, cheap stages as tasks."""
+    """One stage as a map_batches call: model stages in an actor pool, cheap stages as tasks, each with the
+    cluster's failure policy (a dead actor is restarted and its batches retried)."""
     cluster = cfg.cluster
     if not spec.uses_model:
         fn = partial(_run_cheap_stage, stage=spec.stage, cfg=cfg, kwargs=spec.kwargs)
         return ds.map_batches(
-            fn, batch_size=cluster.cpu_batch_size, num_cpus=cluster.actor_num_cpus, udf_modifying_row_count=False
+            fn, batch_size=cluster.cpu_batch_size, num_cpus=cluster.actor_num_cpus, udf_modifying_row_count=False,
+            max_retries=cluster.task_max_retries,
         )
     resources_ = {"num_cpus": cluster.actor_num_cpus}
     if cluster.actor_num_gpus:
@@ -93,6 +82,8 @@ def apply_stage(ds: "ray.data.Dataset", spec: StageSpec, cfg: Config) -> "ray.da
         batch_size=cluster.batch_size,
         compute=ActorPoolStrategy(size=cluster.pool_size),
         udf_modifying_row_count=False,  # stages are one-to-one; GuardedStage enforces it
+        max_restarts=cluster.actor_max_restarts,
+        max_task_retries=cluster.actor_max_task_retries,
         **resources_,
     )
 
@@ -104,18 +95,34 @@ def seed_source(cfg: Config) -> Path:
     return Path(str(resources.files("engine") / "data" / "demo_seeds.jsonl"))
 
 
-def read_seeds(cfg: Config, files: list[Path]) -> tuple["ray.data.Dataset", int]:
-    """The seed dataset (one read task per file) and the number of rows it will hold."""
+@dataclass(frozen=True)
+class SeedPlan:
+    """The seed inputs, each with the position of its first row, and what reading them must know."""
+
+    items: list[dict]  # {"path", "offset"} per input
+    expected: int  # rows the seed dataset will hold (after data.limit)
+    policy: ReadPolicy
+
+
+def plan_seeds(cfg: Config, files: list[Path]) -> SeedPlan:
+    """Count every input's row slots (positions are global) and find repeated `id` fields, on the driver."""
     items, offset = [], 0
     for path in files:
         items.append({"path": str(path), "offset": offset})
         offset += count_rows(path)
     expected = offset if cfg.data.limit is None else min(offset, cfg.data.limit)
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    ds = ds.map_batches(
-        partial(_read_files, limit=cfg.data.limit, batch_rows=cfg.cluster.read_batch_rows), batch_size=1, num_cpus=0.25
-    )
-    return ds, expected
+    duplicates = find_duplicate_ids([(Path(item["path"]), item["offset"]) for item in items])
+    if duplicates:
+        log.warning("%d rows repeat an earlier row's id; they go to rejects (duplicate_id)", len(duplicates))
+    policy = ReadPolicy(max_chars=cfg.data.max_chars, long_rows=cfg.data.long_rows, duplicates=duplicates)
+    return SeedPlan(items, expected, policy)
+
+
+def read_seeds(cfg: Config, plan: SeedPlan) -> "ray.data.Dataset":
+    """The seed dataset: one read task per input file."""
+    ds = ray.data.from_items(plan.items, override_num_blocks=max(1, len(plan.items)))
+    read = partial(_read_files, limit=cfg.data.limit, batch_rows=cfg.cluster.read_batch_rows, policy=plan.policy)
+    return ds.map_batches(read, batch_size=1, num_cpus=0.25, max_retries=cfg.cluster.task_max_retries)
 
 
 def stage_sized_blocks(ds: "ray.data.Dataset", cfg: Config) -> "ray.data.Dataset":
@@ -124,8 +131,15 @@ def stage_sized_blocks(ds: "ray.data.Dataset", cfg: Config) -> "ray.data.Dataset
     return ds.repartition(target_num_rows_per_block=cfg.cluster.batch_size)
 
 
+# Outputs the engine owns in an output directory; a fresh run clears them (config.yaml and .hydra stay).
+ENGINE_OUTPUTS = ("data", "alpaca", "rejects", "_ledger", "summary.json", "dataset_info.json")
+
+
 def run(cfg: Config) -> dict:
-    """Run the recipe for `cfg.rounds` rounds and write every output; returns the run summary."""
+    """Run the recipe for `cfg.rounds` rounds and write every output; returns the run summary.
+
+    Resumable: every completed ledger shard and round is journaled in the manifest, and a rerun with the same
+    config and inputs skips them (`run.resume=false` starts over)."""
     started = time.perf_counter()
     out = Path(cfg.run.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -134,26 +148,41 @@ def run(cfg: Config) -> dict:
     files, skipped = list_input_files(seed_source(cfg))
     for path in skipped:
         log.warning("skipping %s: unsupported file type (supported: %s)", path, SUPPORTED_TEXT)
-    # Build/convert embedded models once here, so actors only load them.
-    resolve_model_path(cfg.model)
-    if cfg.scoring.enabled:
-        resolve_model_path(cfg.scorer)
-    started_ray = init_ray(cfg)
-    context = DataContext.get_current()
-    context.max_errored_blocks = cfg.cluster.max_errored_blocks
-    context.enable_progress_bars = cfg.run.progress
+    try:
+        manifest = Manifest.open(out, config_hash(cfg), input_fingerprint(files), cfg.run.resume)
+    except ResumeRefused as err:
+        raise ConfigError(str(err)) from err
+    if not manifest.entries:  # a fresh run: nothing of an earlier one may mix in
+        for name in ENGINE_OUTPUTS:
+            target = out / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     rounds: list[RoundCounts] = []
+    started_ray = False
     try:
         for round_num in range(1, cfg.rounds + 1):
+            if (done := manifest.round_counts(round_num)) is not None:
+                log.info("round %d: complete in the manifest, not recomputed", round_num)
+                rounds.append(RoundCounts.from_state(done))
+                continue
+            if rounds and rounds[-1].rows_out == 0:
+                log.warning("round %d has no surviving rows to evolve; stopping", round_num)
+                break
+            if not started_ray and not ray.is_initialized():
+                # Build/convert embedded models once here, so actors only load them.
+                resolve_model_path(cfg.model)
+                if cfg.scoring.enabled:
+                    resolve_model_path(cfg.scorer)
+                started_ray = init_ray(cfg)
+                context = DataContext.get_current()
+                context.max_errored_blocks = cfg.cluster.max_errored_blocks
+                context.enable_progress_bars = cfg.run.progress
             if round_num == 1:
-                ds, expected = read_seeds(cfg, files)
+                plan = plan_seeds(cfg, files)
+                ds, expected = read_seeds(cfg, plan), plan.expected
             else:
                 expected = rounds[-1].rows_out
-                if expected == 0:
-                    log.warning("round %d has no surviving rows to evolve; stopping", round_num)
-                    break
                 ds = ray.data.read_parquet(str(out / "data" / f"round_{round_num - 1}"))
-            rounds.append(_run_round(ds, recipe, cfg, round_num, expected, out, final=round_num == cfg.rounds))
+            rounds.append(_run_round(ds, recipe, cfg, round_num, expected, out, manifest))
     finally:
         if started_ray:
             ray.shutdown()
@@ -163,27 +192,42 @@ def run(cfg: Config) -> dict:
     return summary
 
 
-def _run_round(ds, recipe, cfg: Config, round_num: int, expected: int, out: Path, final: bool) -> RoundCounts:
+def _run_round(ds, recipe, cfg: Config, round_num: int, expected: int, out: Path, manifest: Manifest) -> RoundCounts:
     round_started = time.perf_counter()
-    ds = stage_sized_blocks(ds, cfg)
-    for spec in recipe.stages(cfg, round_num):
-        ds = apply_stage(ds, spec, cfg)
     ledger = out / "_ledger" / f"round_{round_num}"
+    committed = manifest.shards(round_num)
+    drop_orphans(ledger, committed)
+    reused_rows, reused_shards = sum(e["rows"] for e in committed.values()), len(committed)
+    if reused_shards:
+        log.info("round %d: %d rows in %d committed shards reused", round_num, reused_rows, reused_shards)
+    if reused_rows < expected:
+        if committed:
+            ds = drop_done(ds, [ledger / name for name in committed], round_num)
+        ds = stage_sized_blocks(ds, cfg)
+        for spec in recipe.stages(cfg, round_num):
+            ds = apply_stage(ds, spec, cfg)
+        commit_shards(ds, ledger, round_num, manifest, cfg)
+    files = [ledger / name for name in sorted(manifest.shards(round_num))]
+    written = sum(e["rows"] for e in manifest.shards(round_num).values())
+    if written != expected:
+        raise RowsLost(f"round {round_num}: {expected} rows went in but the committed shards hold {written}")
     selected = out / "_ledger" / f"round_{round_num}_selected"
-    for stale in (ledger, selected, out / "data" / f"round_{round_num}"):
-        shutil.rmtree(stale, ignore_errors=True)
-    ds.write_parquet(str(ledger))
+    shutil.rmtree(selected, ignore_errors=True)
     cut = None
-    if final and selection_active(cfg.select):
-        cut = plan_selection(ledger, cfg)
+    if round_num == cfg.rounds and selection_active(cfg.select):
+        cut = plan_selection(files, cfg)
         spec = StageSpec(Select, {"round_num": round_num, "cut": cut})
-        apply_stage(ray.data.read_parquet(str(ledger)), spec, cfg).write_parquet(str(selected))
-        ledger = selected
-    counts = split_round(ledger, out, round_num)
-    shutil.rmtree(out / "_ledger", ignore_errors=True)  # every row is now in data/ or rejects/
+        apply_stage(ray.data.read_parquet([str(f) for f in files]), spec, cfg).write_parquet(str(selected))
+        files = sorted(selected.glob("*.parquet"))
+    shutil.rmtree(out / "data" / f"round_{round_num}", ignore_errors=True)
+    counts = split_round(files, out, round_num)
     counts.selection = cut.as_dict() if cut else None
+    counts.reused_shards, counts.reused_rows = reused_shards, reused_rows
     if counts.rows_in != expected:
         raise RowsLost(f"round {round_num}: {expected} rows went in but {counts.rows_in} came out (ok + rejected)")
+    manifest.record_round(round_num, counts.state())
+    shutil.rmtree(ledger, ignore_errors=True)  # every row is now in data/ or rejects/, and journaled
+    shutil.rmtree(selected, ignore_errors=True)
     log.info(
         "round %d: %d in, %d out, %d rejected (%s) in %.1f s", round_num, counts.rows_in, counts.rows_out,
         counts.rows_rejected, dict(counts.rejected_by_reason), time.perf_counter() - round_started,
@@ -191,10 +235,67 @@ def _run_round(ds, recipe, cfg: Config, round_num: int, expected: int, out: Path
     return counts
 
 
-def plan_selection(ledger: Path, cfg: Config) -> Cut:
+def drop_orphans(ledger: Path, committed: dict) -> None:
+    """Delete ledger files the manifest does not list: written, but the run died before journaling them."""
+    for path in ledger.glob("*") if ledger.is_dir() else ():
+        if path.name not in committed:
+            log.info("removing uncommitted %s", path)
+            path.unlink()
+
+
+def _done_keys(files: list[Path], round_num: int) -> pa.Array:
+    """The round-input ids the committed shards already hold: the parent of an evolved row, else its own id."""
+    keys = []
+    for path in files:
+        table = pq.read_table(path, columns=["id", "parent_id", "round"])
+        evolved = pc.equal(table["round"], round_num)
+        keys.append(pc.if_else(evolved, table["parent_id"], table["id"]).combine_chunks())
+    return pa.concat_arrays(keys) if keys else pa.array([], pa.string())
+
+
+def _drop_rows(batch: pa.Table, done) -> pa.Table:
+    return batch.filter(pc.invert(pc.is_in(batch["id"], value_set=ray.get(done))))
+
+
+def drop_done(ds: "ray.data.Dataset", files: list[Path], round_num: int) -> "ray.data.Dataset":
+    """The round's input without the rows committed shards already hold (resume)."""
+    done = ray.put(_done_keys(files, round_num))
+    return ds.map_batches(partial(_drop_rows, done=done), batch_format="pyarrow", batch_size=None, num_cpus=0.25)
+
+
+def _commit_shard(batch: pa.Table, ledger: str) -> pa.Table:
+    """Write one shard of the round's ledger atomically. Its name is a digest of its row ids, so a retried
+    task rewrites the same file instead of adding a second copy of its rows."""
+    if batch.num_rows == 0:
+        return pa.table({"file": pa.array([], pa.string()), "rows": pa.array([], pa.int64()),
+                         "ok": pa.array([], pa.int64())})
+    digest = hashlib.blake2b(digest_size=10)
+    for row_id in batch["id"].to_pylist():
+        digest.update(row_id.encode("utf-8", "surrogatepass") + b"\x1f")
+    name = f"part-{digest.hexdigest()}.parquet"
+    target = Path(ledger) / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{name}.{os.getpid()}.tmp")
+    pq.write_table(batch, tmp)
+    os.replace(tmp, target)
+    ok = int(pc.sum(pc.equal(batch["status"], STATUS_OK)).as_py() or 0)
+    return pa.table({"file": [name], "rows": [batch.num_rows], "ok": [ok]})
+
+
+def commit_shards(ds: "ray.data.Dataset", ledger: Path, round_num: int, manifest: Manifest, cfg: Config) -> None:
+    """Stream the round into ledger shards of about `run.shard_rows` rows; journal each as it lands."""
+    written = ds.map_batches(
+        partial(_commit_shard, ledger=str(ledger)), batch_format="pyarrow", batch_size=cfg.run.shard_rows,
+        num_cpus=0.25, max_retries=cfg.cluster.task_max_retries, udf_modifying_row_count=True,
+    )
+    for row in written.iter_rows():
+        manifest.record_shard(round_num, row["file"], int(row["rows"]), int(row["ok"]))
+
+
+def plan_selection(files: list[Path], cfg: Config) -> Cut:
     """Phase 1 of selection: the exact global cut over every ok row of the round (only three columns read)."""
     column = RANKINGS[cfg.select.by][0]
-    table = pq.read_table(ledger, columns=["status", "id", "ifd", column])
+    table = pa.concat_tables(pq.read_table(f, columns=["status", "id", "ifd", column]) for f in files)
     table = table.filter(pc.equal(table["status"], STATUS_OK))
     scores = table[column].to_numpy(zero_copy_only=False).astype(np.float64)
     cut = plan_cut(scores, table["id"].to_numpy(zero_copy_only=False), table["ifd"].to_numpy(zero_copy_only=False),
@@ -208,18 +309,7 @@ def build_summary(cfg: Config, rounds: list[RoundCounts], files, skipped, wall: 
     rows_in = rounds[0].rows_in if rounds else 0
     rows_out = rounds[-1].rows_out if rounds else 0
     rejected = sum(r.rows_rejected for r in rounds)
-    by_reason: dict[str, int] = {}
-    per_method: dict[str, dict[str, int]] = {}
-    tokens: dict[str, int] = {}
-    for r in rounds:
-        for reason, n in r.rejected_by_reason.items():
-            by_reason[reason] = by_reason.get(reason, 0) + n
-        for method, counter in r.per_method.items():
-            slot = per_method.setdefault(method, {})
-            for key, n in counter.items():
-                slot[key] = slot.get(key, 0) + n
-        for key, n in r.tokens.items():
-            tokens[key] = tokens.get(key, 0) + n
+    total = lambda attr: _add_up(getattr(r, attr) for r in rounds)  # noqa: E731
     return {
         "recipe": cfg.recipe.name,
         "model": cfg.model.name,
@@ -230,10 +320,14 @@ def build_summary(cfg: Config, rounds: list[RoundCounts], files, skipped, wall: 
         "rows_out": rows_out,
         "rows_rejected": rejected,
         "rows_conserved": rows_in == rows_out + rejected,
-        "rejected_by_reason": dict(sorted(by_reason.items())),
-        "per_method": dict(sorted(per_method.items())),
+        "rejected_by_reason": total("rejected_by_reason"),
+        "rejected_by_method": total("rejected_by_method"),
+        "rejected_by_model": total("rejected_by_model"),
+        "per_method": total("per_method"),
         "per_round": [r.as_dict() for r in rounds],
-        "tokens": tokens,
+        "tokens": total("tokens"),
+        "resumed": {"shards_reused": sum(r.reused_shards for r in rounds),
+                    "rows_reused": sum(r.reused_rows for r in rounds)},
         "scores": rounds[-1].score_means() if rounds else {},
         "selection": rounds[-1].selection if rounds else None,
         "wall_time_s": round(wall, 3),
@@ -245,3 +339,15 @@ def build_summary(cfg: Config, rounds: list[RoundCounts], files, skipped, wall: 
             "rejects": [f"rejects/round_{r.round}.jsonl" for r in rounds],
         },
     }
+
+
+def _add_up(counters) -> dict:
+    """Sum counters (or dicts of counters) over rounds into plain sorted dicts."""
+    total: dict = {}
+    for counter in counters:
+        for key, value in counter.items():
+            if isinstance(value, Mapping):
+                total[key] = _add_up([total.get(key, {}), value])
+            else:
+                total[key] = total.get(key, 0) + value
+    return dict(sorted(total.items()))

@@ -12,12 +12,16 @@ def load_backend(model: ModelConfig, torch_threads: int | None = None) -> Backen
         from engine.backends.hf import HFBackend
 
         return HFBackend(model, torch_threads=torch_threads)
+    if model.backend == "echo":
+        from engine.backends.echo import EchoBackend
+
+        return EchoBackend(model, torch_threads=torch_threads)
     if model.backend == "vllm":
         raise BackendUnavailable(
             "model.backend=vllm is not available in this build yet; use model.backend=hf "
             "(the vLLM path is tracked in its own issue)."
         )
-    raise BackendUnavailable(f"unknown model.backend={model.backend!r}; choose one of: hf, vllm")
+    raise BackendUnavailable(f"unknown model.backend={model.backend!r}; choose one of: hf, vllm, echo")
 
 
 __all__ = ["Backend", "BackendUnavailable", "Generation", "Sampling", "load_backend"]

@@ -15,7 +15,6 @@ class Sampling:
     temperature: float = 0.0
     top_p: float = 1.0
     max_new_tokens: int = 256
-    seed: int = 0
 
     @property
     def greedy(self) -> bool:
@@ -41,7 +40,9 @@ class Backend(Protocol):
     bos_id: int | None
     eos_id: int | None
 
-    def generate(self, prompts: list[str], sampling: Sampling) -> list[Generation]: ...
+    def generate(self, prompts: list[str], sampling: Sampling, seeds: list[int] | None = None) -> list[Generation]:
+        """Complete each prompt; `seeds[i]` alone drives prompt i's sampling (ignored when greedy)."""
+        ...
 
     def token_losses(self, sequences: list[list[int]]) -> list[np.ndarray]: ...
 

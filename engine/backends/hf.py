@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from engine.backends.base import Generation, Sampling
 from engine.backends.embedded import resolve_model_path
@@ -54,6 +54,33 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+class RowSampler(LogitsProcessor):
+    """Temperature + top-p sampling with one random generator per row, so a row's tokens depend on its own
+    seed only, not on which rows share its batch (HF's sampler draws the whole batch from one global RNG).
+
+    It returns 0 for the drawn token and -inf elsewhere, and generate() runs greedy on top of it."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, device: torch.device):
+        self.generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
+        self.temperature = temperature
+        self.top_p = top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+            # Drop a token when the mass before it already reaches top_p (the most likely one always stays).
+            drop = (torch.cumsum(sorted_probs, dim=-1) - sorted_probs) >= self.top_p
+            sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        chosen = torch.stack([
+            torch.multinomial(row, 1, generator=gen) for row, gen in zip(probs, self.generators)
+        ]).squeeze(-1)
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(scores.shape[0], device=scores.device), chosen] = 0.0
+        return out
+
+
 class HFBackend:
     """A transformers causal LM behind the Backend protocol."""
 
@@ -80,8 +107,10 @@ class HFBackend:
         ids = encoded["input_ids"] if isinstance(encoded, Mapping) else encoded
         return [int(i) for i in ids]
 
-    def generate(self, prompts: list[str], sampling: Sampling) -> list[Generation]:
-        """Complete each prompt; similar lengths are batched together and left-padded."""
+    def generate(self, prompts: list[str], sampling: Sampling, seeds: list[int] | None = None) -> list[Generation]:
+        """Complete each prompt; similar lengths are batched together and left-padded. `seeds[i]` drives prompt
+        i's sampling alone (default: its position), so outputs do not depend on how rows were batched."""
+        seeds = list(range(len(prompts))) if seeds is None else list(seeds)
         encoded = [self.chat_ids(p) for p in prompts]
         results: list[Generation | None] = [None] * len(prompts)
         budget = self.config.max_model_len - sampling.max_new_tokens
@@ -99,12 +128,13 @@ class HFBackend:
         step = max(1, self.config.max_batch_size)
         for start in range(0, len(fits), step):
             chunk = fits[start:start + step]
-            for i, generation in zip(chunk, self._generate_batch([encoded[i] for i in chunk], sampling, start)):
+            batch_seeds = [seeds[i] for i in chunk]
+            for i, generation in zip(chunk, self._generate_batch([encoded[i] for i in chunk], sampling, batch_seeds)):
                 results[i] = generation
         return results  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def _generate_batch(self, batch_ids: list[list[int]], sampling: Sampling, offset: int) -> list[Generation]:
+    def _generate_batch(self, batch_ids: list[list[int]], sampling: Sampling, seeds: list[int]) -> list[Generation]:
         width = max(len(ids) for ids in batch_ids)
         input_ids = torch.full((len(batch_ids), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(batch_ids), width), dtype=torch.long)
@@ -112,15 +142,14 @@ class HFBackend:
             input_ids[row, width - len(ids):] = torch.tensor(ids)
             attention[row, width - len(ids):] = 1
         settings = GenerationConfig(
-            max_new_tokens=sampling.max_new_tokens,
-            do_sample=not sampling.greedy,
-            eos_token_id=self.eos_id,
-            pad_token_id=self.pad_id,
-            **({} if sampling.greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}),
+            max_new_tokens=sampling.max_new_tokens, do_sample=False, eos_token_id=self.eos_id, pad_token_id=self.pad_id
         )
-        torch.manual_seed(sampling.seed + offset)
+        processors = LogitsProcessorList()
+        if not sampling.greedy:
+            processors.append(RowSampler(seeds, sampling.temperature, sampling.top_p, self.device))
         out = self.model.generate(
-            input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device), generation_config=settings
+            input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device), generation_config=settings,
+            logits_processor=processors,
         )
         new_tokens = out[:, width:].cpu().tolist()
         generations = []

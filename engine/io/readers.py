@@ -3,10 +3,12 @@ rejected with a reason code and a `file:line: ...` detail; `count_rows` counts t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,23 @@ _WS = re.compile(r"[ \t\n\r]*")  # JSON whitespace, as the json module defines i
 
 class InputError(ValueError):
     """A fatal problem with the seed path itself (missing, unsupported, unreadable, nothing to read)."""
+
+
+@dataclass(frozen=True)
+class ReadPolicy:
+    """How rows that parse but cannot go on as they are get handled.
+
+    `max_chars` bounds instruction + input (a 1 MB instruction exceeds any model context): `long_rows`
+    "reject" rejects them (reason too_long), "truncate" cuts them and notes it in `detail`. `duplicates` maps
+    the position of every row whose `id` field repeats an earlier row's to where that earlier row is."""
+
+    max_chars: int = 20000
+    long_rows: str = "reject"
+    duplicates: dict[int, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.long_rows not in ("reject", "truncate"):
+            raise ValueError(f"data.long_rows must be reject or truncate, not {self.long_rows!r}")
 
 
 def is_hf_dataset_dir(path: Path) -> bool:
@@ -81,6 +100,68 @@ def count_rows(path: Path) -> int:
     if fmt == ".json":
         return len(_json_slots(path))
     return _open_parquet(path).metadata.num_rows if fmt == ".parquet" else 0
+
+
+def _id_slots(path: Path, batch_rows: int = 10000) -> Iterator[tuple[int, int, object]]:
+    """(index within the file, line, id value) of every row slot that carries an `id` field."""
+    fmt = _format(path)
+    if fmt == ".jsonl":
+        for index, (lineno, raw) in enumerate(_jsonl_lines(path)):
+            if b'"id"' in raw:  # cheap pre-check: most seed files carry no ids at all
+                value = _parse(raw.decode("utf-8", "replace"))[0]
+                if isinstance(value, dict) and value.get("id") is not None:
+                    yield index, lineno, value["id"]
+    elif fmt == ".json":
+        for index, (lineno, value, _) in enumerate(_json_slots(path)):
+            if isinstance(value, dict) and value.get("id") is not None:
+                yield index, lineno, value["id"]
+    elif fmt in (".parquet", "hf"):
+        names = _open_parquet(path).schema_arrow.names if fmt == ".parquet" else _load_hf(path).column_names
+        if "id" not in names:
+            return
+        batches = (
+            (b.to_pydict() for b in _open_parquet(path).iter_batches(batch_size=batch_rows, columns=["id"]))
+            if fmt == ".parquet" else _load_hf(path).select_columns(["id"]).iter(batch_size=batch_rows)
+        )
+        index = 0
+        for batch in batches:
+            for value in batch["id"]:
+                if value is not None:
+                    yield index, index + 1, value
+                index += 1
+
+
+def find_duplicate_ids(inputs: list[tuple[Path, int]]) -> dict[int, str]:
+    """Positions of rows whose `id` repeats an earlier row's, each with "file:line" of the first one.
+
+    Memory: 8 bytes of digest per row that has an id (8 MB per million), plus the duplicates themselves."""
+    digests, positions, places = [], [], {}
+    for path, offset in inputs:
+        for index, line, value in _id_slots(Path(path)):
+            key = _user_id(value)
+            if key is None:
+                continue
+            digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+            digests.append(int.from_bytes(digest, "big"))
+            positions.append(offset + index)
+            places[offset + index] = (Path(path).name, line)
+    if not digests:
+        return {}
+    keys, where = np.asarray(digests, dtype=np.uint64), np.asarray(positions, dtype=np.int64)
+    order = np.lexsort((where, keys))  # by digest, then position: the first of each run is the original
+    keys, where = keys[order], where[order]
+    repeat = np.flatnonzero(keys[1:] == keys[:-1]) + 1
+    first = np.maximum.accumulate(np.where(np.r_[True, keys[1:] != keys[:-1]], np.arange(len(keys)), 0))
+    return {int(where[i]): "{}:{}".format(*places[int(where[first[i]])]) for i in repeat}
+
+
+def _user_id(value) -> str | None:
+    """The row id a seed's `id` field gives (strings and integers), or None when it has none usable."""
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
 
 
 def _format(path: Path) -> str:
@@ -254,27 +335,58 @@ def _check(value, error) -> tuple[tuple[str, str, str], tuple[str, str] | None]:
     return texts, None
 
 
-def iter_records(path: Path, position_offset: int, batch_rows: int = 1000) -> Iterator[dict[str, np.ndarray]]:
+def iter_records(
+    path: Path, position_offset: int, batch_rows: int = 1000, policy: ReadPolicy | None = None
+) -> Iterator[dict[str, np.ndarray]]:
     """Stream one input as record batches (valid and rejected rows), positions starting at `position_offset`."""
     path, batch_rows = Path(path), max(1, int(batch_rows))
-    yield from _records(_slots(path, batch_rows), str(path), position_offset, batch_rows)
+    yield from _records(_slots(path, batch_rows), str(path), position_offset, batch_rows, policy or ReadPolicy())
 
 
-def records_from_rows(rows: list[dict], source: str = "<memory>", position_offset: int = 0) -> dict[str, np.ndarray]:
+def records_from_rows(rows: list[dict], source: str = "<memory>", position_offset: int = 0,
+                      policy: ReadPolicy | None = None) -> dict[str, np.ndarray]:
     """One batch of seed records from in-memory alpaca dicts (tests, benchmarks), checked as a file's rows are."""
     slots = ((i + 1, row, None) for i, row in enumerate(rows))
-    return next(_records(slots, source, position_offset, max(1, len(rows))), None) or _batch([], source)
+    batches = _records(slots, source, position_offset, max(1, len(rows)), policy or ReadPolicy())
+    return next(batches, None) or _batch([], source)
 
 
-def _records(slots: Iterator[tuple], source_file: str, offset: int, batch_rows: int) -> Iterator[dict]:
+def _apply_policy(texts: tuple[str, str, str], value, position: int, policy: ReadPolicy):
+    """(texts, user id, problem or None, note for ok rows) after the id and length rules."""
+    raw_id = value.get("id") if isinstance(value, dict) else None
+    user_id = _user_id(raw_id)
+    if raw_id is not None and user_id is None and raw_id != "":
+        return texts, None, ("not_a_string", f"field 'id' is {_kind(raw_id)}, expected a string or an integer"), ""
+    if position in policy.duplicates:
+        first = policy.duplicates[position]
+        return texts, f"{user_id}#dup{position}", ("duplicate_id", f"field 'id' {user_id!r} repeats {first}"), ""
+    size = len(texts[0]) + len(texts[1])
+    if size <= policy.max_chars:
+        return texts, user_id, None, ""
+    if policy.long_rows == "reject":
+        return texts, user_id, ("too_long", f"fields 'instruction' + 'input' hold {size} characters, over "
+                                f"data.max_chars={policy.max_chars} (data.long_rows=truncate cuts them instead)"), ""
+    instruction = texts[0][: policy.max_chars]
+    input_text = texts[1][: max(0, policy.max_chars - len(instruction))]
+    note = f"truncated: fields 'instruction' + 'input' cut from {size} to data.max_chars={policy.max_chars} characters"
+    return (instruction, input_text, texts[2]), user_id, None, note
+
+
+def _records(slots: Iterator[tuple], source_file: str, offset: int, batch_rows: int,
+             policy: ReadPolicy) -> Iterator[dict]:
     name, rows, rejected = Path(source_file).name, [], 0
     for index, (line, value, error) in enumerate(slots):
         texts, problem = _check(value, error)
+        user_id, note = None, ""
+        if problem is None:
+            texts, user_id, problem, note = _apply_policy(texts, value, offset + index, policy)
         reason, detail = (problem[0], f"{name}:{line}: {problem[1]}") if problem else ("", "")
+        if note:
+            detail = f"{name}:{line}: {note}"
         rejected += bool(problem)
         if problem and rejected <= REJECT_LOG_LIMIT:
             log.warning("%s", detail)
-        rows.append((*texts, offset + index, line, reason, detail))
+        rows.append((*texts, offset + index, line, reason, detail, user_id))
         if len(rows) >= batch_rows:
             yield _batch(rows, source_file)
             rows = []
@@ -285,9 +397,10 @@ def _records(slots: Iterator[tuple], source_file: str, offset: int, batch_rows: 
 
 
 def _batch(rows: list[tuple], source_file: str) -> dict[str, np.ndarray]:
-    instructions, inputs, outputs, positions, lines, reasons, details = list(zip(*rows)) or [()] * 7
+    instructions, inputs, outputs, positions, lines, reasons, details, user_ids = list(zip(*rows)) or [()] * 8
     n = len(rows)
-    ids = [seed_row_id(ins, inp, pos) for ins, inp, pos in zip(instructions, inputs, positions)]
+    ids = [uid if uid is not None else seed_row_id(ins, inp, pos)
+           for ins, inp, pos, uid in zip(instructions, inputs, positions, user_ids)]
     cols = {name: column([""] * n) for name in ("parent_id", "method", "evolver", "parent_instruction")}
     cols.update(instruction=column(instructions), input=column(inputs), output=column(outputs))
     cols.update(id=column(ids), seed_id=column(ids), seed_index=column(positions, np.int64))

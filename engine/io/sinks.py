@@ -30,11 +30,15 @@ class RoundCounts:
     rows_rejected: int = 0
     rejected_by_reason: Counter = field(default_factory=Counter)
     rejected_by_stage: Counter = field(default_factory=Counter)
+    rejected_by_method: dict = field(default_factory=lambda: defaultdict(Counter))  # method -> reason -> n
+    rejected_by_model: dict = field(default_factory=lambda: defaultdict(Counter))  # evolver -> reason -> n
     per_method: dict = field(default_factory=lambda: defaultdict(Counter))
     tokens: Counter = field(default_factory=Counter)
     score_sums: Counter = field(default_factory=Counter)
     score_counts: Counter = field(default_factory=Counter)
     selection: dict | None = None
+    reused_shards: int = 0  # ledger shards a resumed run found committed and did not recompute
+    reused_rows: int = 0
 
     def score_means(self) -> dict:
         """Mean scores over the round's kept rows (paper Table 15 reports mean IFD and IC-IFD)."""
@@ -48,11 +52,36 @@ class RoundCounts:
             "rows_rejected": self.rows_rejected,
             "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
             "rejected_by_stage": dict(sorted(self.rejected_by_stage.items())),
-            "per_method": {m: dict(c) for m, c in sorted(self.per_method.items())},
+            "rejected_by_method": _nested(self.rejected_by_method),
+            "rejected_by_model": _nested(self.rejected_by_model),
+            "per_method": _nested(self.per_method),
             "tokens": dict(self.tokens),
             "scores": self.score_means(),
             "selection": self.selection,
+            "resumed": {"shards_reused": self.reused_shards, "rows_reused": self.reused_rows},
         }
+
+    def state(self) -> dict:
+        """Everything needed to rebuild these counts (the manifest stores it when a round completes)."""
+        return {**self.as_dict(), "score_sums": dict(self.score_sums), "score_counts": dict(self.score_counts)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "RoundCounts":
+        nested = lambda d: defaultdict(Counter, {k: Counter(v) for k, v in d.items()})  # noqa: E731
+        return cls(
+            round=state["round"], rows_in=state["rows_in"], rows_out=state["rows_out"],
+            rows_rejected=state["rows_rejected"], rejected_by_reason=Counter(state["rejected_by_reason"]),
+            rejected_by_stage=Counter(state["rejected_by_stage"]),
+            rejected_by_method=nested(state["rejected_by_method"]), rejected_by_model=nested(state["rejected_by_model"]),
+            per_method=nested(state["per_method"]), tokens=Counter(state["tokens"]),
+            score_sums=Counter(state["score_sums"]), score_counts=Counter(state["score_counts"]),
+            selection=state["selection"], reused_shards=state["resumed"]["shards_reused"],
+            reused_rows=state["resumed"]["rows_reused"],
+        )
+
+
+def _nested(counters: dict) -> dict:
+    return {key: dict(sorted(counter.items())) for key, counter in sorted(counters.items())}
 
 
 def _open_tmp(path: Path):
@@ -70,15 +99,15 @@ def _jsonl(handle, rows: list[dict]) -> None:
         handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def split_round(ledger_dir: Path, output_dir: Path, round_num: int) -> RoundCounts:
-    """Stream a round's ledger (every row, ok or rejected) into the round's outputs; bounded memory."""
+def split_round(ledger_files: list[Path], output_dir: Path, round_num: int) -> RoundCounts:
+    """Stream a round's ledger files (every row, ok or rejected) into the round's outputs; bounded memory."""
     counts = RoundCounts(round=round_num)
     data_dir = output_dir / "data" / f"round_{round_num}"
     data_dir.mkdir(parents=True, exist_ok=True)
     alpaca_path = output_dir / "alpaca" / f"round_{round_num}.jsonl"
     rejects_path = output_dir / "rejects" / f"round_{round_num}.jsonl"
     alpaca, rejects = _open_tmp(alpaca_path), _open_tmp(rejects_path)
-    for shard, ledger_file in enumerate(sorted(ledger_dir.glob("*.parquet"))):
+    for shard, ledger_file in enumerate(ledger_files):
         writer = None
         for batch in pq.ParquetFile(ledger_file).iter_batches(batch_size=READ_ROWS):
             table = pa.Table.from_batches([batch])
@@ -109,10 +138,15 @@ def _count(counts: RoundCounts, table: pa.Table, ok: pa.ChunkedArray) -> None:
         if method:
             counts.per_method[method]["in"] += 1
             counts.per_method[method]["out" if is_ok else "rejected"] += 1
-    for reason, stage, is_ok in zip(table["reason"].to_pylist(), table["rejected_at"].to_pylist(), status_ok):
+    columns = ("reason", "rejected_at", "method", "evolver")
+    for (reason, stage, method, model), is_ok in zip(zip(*(table[c].to_pylist() for c in columns)), status_ok):
         if not is_ok:
             counts.rejected_by_reason[reason] += 1
             counts.rejected_by_stage[stage] += 1
+            if method:
+                counts.rejected_by_method[method][reason] += 1
+            if model:
+                counts.rejected_by_model[model][reason] += 1
     for name in TOKEN_COLUMNS:
         if name in table.column_names:
             counts.tokens[name] += int(pc.sum(table[name]).as_py() or 0)

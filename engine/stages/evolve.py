@@ -8,7 +8,7 @@ from engine.backends import Sampling, load_backend
 from engine.config import Config
 from engine.prompts.evol import evolution_prompt, method_order, pick_method
 from engine.records import default_columns, evolved_row_id, ok_mask, reject
-from engine.stages.seeding import batch_seed
+from engine.stages.seeding import row_seeds
 
 # Columns this stage writes, with the value a row it does not touch gets.
 EVOLVE_COLUMNS = {
@@ -50,9 +50,9 @@ class Evolve:
             temperature=self.settings.temperature,
             top_p=self.settings.top_p,
             max_new_tokens=self.settings.max_new_tokens,
-            seed=batch_seed(self.run_seed, self.round_num, [batch["id"][i] for i in rows]),
         )
-        generations = self.model.generate(prompts, sampling) if len(rows) else []
+        seeds = row_seeds(self.run_seed, "evolve", self.round_num, [batch["id"][i] for i in rows])
+        generations = self.model.generate(prompts, sampling, seeds) if len(rows) else []
 
         parent_ids = batch["id"].copy()
         parent_instructions = batch["instruction"].copy()

@@ -8,7 +8,8 @@ from engine.backends import Sampling, load_backend
 from engine.config import Config
 from engine.prompts.response import clean_response, response_prompt
 from engine.records import default_columns, ok_mask, reject_with_reasons
-from engine.stages.seeding import batch_seed
+from engine.stages.eliminate import response_reason
+from engine.stages.seeding import row_seeds
 
 
 # Columns this stage writes, with the value a row it does not touch gets.
@@ -23,7 +24,7 @@ RESPOND_COLUMNS = {
 
 
 class Respond:
-    """Fills `output` for ok rows; an empty answer or a failed generation rejects the row."""
+    """Fills `output` for ok rows; a failed generation or a degenerate answer (empty, echo, loop) rejects the row."""
 
     uses_model = True
 
@@ -43,9 +44,9 @@ class Respond:
             temperature=self.settings.temperature,
             top_p=self.settings.top_p,
             max_new_tokens=self.settings.max_new_tokens,
-            seed=batch_seed(self.run_seed, self.round_num, [f"respond:{batch['id'][i]}" for i in rows]),
         )
-        generations = self.model.generate(prompts, sampling) if len(rows) else []
+        seeds = row_seeds(self.run_seed, "respond", self.round_num, [batch["id"][i] for i in rows])
+        generations = self.model.generate(prompts, sampling, seeds) if len(rows) else []
         output = np.asarray(batch["output"], dtype=object).copy()
         added = default_columns(n, RESPOND_COLUMNS)
         reasons, details = [""] * n, [""] * n
@@ -59,8 +60,8 @@ class Respond:
             added["respond_finish"][i] = generation.finish_reason
             if generation.error:
                 reasons[i], details[i] = "generation_error", generation.error
-            elif not output[i]:
-                reasons[i], details[i] = "empty_response", "the responder returned an empty answer"
+            else:
+                reasons[i], details[i] = response_reason(output[i], str(batch["instruction"][i]))
         batch.update(output=output, **added)
         reject_with_reasons(batch, reasons, details, stage="respond")
         return batch

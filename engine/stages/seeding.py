@@ -1,14 +1,17 @@
-"""Per-batch random seeds derived from the run seed and the rows' ids, so reruns sample the same way."""
+"""Per-row random seeds derived from the run seed, the step and the row's id, so the same command on the same
+data samples every row the same way, whatever batch or actor the row lands in."""
 
 from __future__ import annotations
 
 import hashlib
 
 
-def batch_seed(run_seed: int, round_num: int, row_ids) -> int:
-    """A 31-bit seed from the run seed, the round and the ids of the rows being generated."""
-    digest = hashlib.blake2b(f"{run_seed}|{round_num}|".encode(), digest_size=4)
-    for row_id in row_ids:
-        digest.update(str(row_id).encode())
-        digest.update(b"\x1f")
-    return int.from_bytes(digest.digest(), "big") & 0x7FFFFFFF
+def row_seed(run_seed: int, step: str, round_num: int, row_id: str) -> int:
+    """A 63-bit seed for one row's sampling in one step (e.g. "evolve") of one round."""
+    digest = hashlib.blake2b(f"{run_seed}\x1f{step}\x1f{round_num}\x1f{row_id}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def row_seeds(run_seed: int, step: str, round_num: int, row_ids) -> list[int]:
+    """`row_seed` for each id, in order."""
+    return [row_seed(run_seed, step, round_num, str(row_id)) for row_id in row_ids]

@@ -29,11 +29,26 @@ def test_generation_respects_max_new_tokens_and_reports_counts(tiny):
         assert generation.prompt_tokens > 5
 
 
-def test_sampling_is_seeded(tiny):
-    sampling = Sampling(temperature=1.0, top_p=0.9, max_new_tokens=10, seed=123)
-    a = [g.text for g in tiny.generate(["Name a colour.", "Name a river."], sampling)]
-    b = [g.text for g in tiny.generate(["Name a colour.", "Name a river."], sampling)]
+def test_sampling_follows_each_rows_seed_not_its_batch(tiny):
+    sampling = Sampling(temperature=1.0, top_p=0.9, max_new_tokens=10)
+    prompts = ["Name a colour.", "Name a river.", "Name a colour."]
+    a = [g.text for g in tiny.generate(prompts, sampling, seeds=[1, 2, 3])]
+    b = [g.text for g in tiny.generate(prompts, sampling, seeds=[1, 2, 3])]
     assert a == b
+    assert a[0] != a[2]  # same prompt, other seed: another sample (the random tiny model is nearly uniform)
+    alone = tiny.generate(["Name a river."], sampling, seeds=[2])[0].text
+    assert alone == a[1]  # the same row seed gives the same text whatever shares the batch
+
+
+def test_top_p_keeps_only_the_nucleus():
+    from engine.backends.hf import RowSampler
+
+    scores = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    drawn = set()
+    for seed in range(200):
+        out = RowSampler([seed], temperature=1.0, top_p=0.7, device=torch.device("cpu"))(None, scores.clone())
+        drawn.add(int(out.argmax()))
+    assert drawn == {0, 1}  # 0.5 + 0.3 reaches 0.7: tokens 2 and 3 are never drawn
 
 
 def test_batched_greedy_equals_one_at_a_time(tiny):

@@ -290,3 +290,42 @@ def test_records_from_rows_checks_in_memory_rows_like_a_file():
     assert rows[0]["id"] == seed_row_id(ROWS[0]["instruction"], "", 10) and rows[0]["status"] == "ok"
     assert rows[1]["detail"] == "mem.jsonl:2: field 'instruction' is an int, expected a string"
     assert {name: len(values) for name, values in records_from_rows([]).items()} == dict.fromkeys(records, 0)
+
+
+def test_user_ids_are_kept_and_a_repeated_id_is_rejected_naming_the_first(tmp_path):
+    from engine.io.readers import ReadPolicy, find_duplicate_ids
+
+    a = write_jsonl(tmp_path / "a.jsonl", [json.dumps({"id": "q1", "instruction": "One."}),
+                                           json.dumps({"id": 7, "instruction": "Two."}),
+                                           json.dumps({"instruction": "No id."})])
+    b = write_jsonl(tmp_path / "b.jsonl", [json.dumps({"id": "q1", "instruction": "Again."}),
+                                           json.dumps({"id": [1], "instruction": "Odd id."})])
+    duplicates = find_duplicate_ids([(a, 0), (b, 3)])
+    assert duplicates == {3: "a.jsonl:1"}
+    policy = ReadPolicy(duplicates=duplicates)
+    first = rows_of(np_join(iter_records(a, 0, policy=policy)))
+    second = rows_of(np_join(iter_records(b, 3, policy=policy)))
+    assert [r["id"] for r in first[:2]] == ["q1", "7"] and first[2]["id"].startswith("s0000002-")
+    assert second[0]["reason"] == "duplicate_id" and second[0]["id"] == "q1#dup3"
+    assert second[0]["detail"] == "b.jsonl:1: field 'id' 'q1' repeats a.jsonl:1"
+    assert second[1]["reason"] == "not_a_string" and "field 'id' is a list" in second[1]["detail"]
+
+
+def test_long_rows_are_rejected_or_truncated_by_policy(tmp_path):
+    from engine.io.readers import ReadPolicy
+
+    path = write_jsonl(tmp_path / "long.jsonl", [json.dumps({"instruction": "x" * 1_000_000}),
+                                                 json.dumps({"instruction": "short"})])
+    rejected = rows_of(np_join(iter_records(path, 0, policy=ReadPolicy(max_chars=1000))))
+    assert rejected[0]["reason"] == "too_long" and "1000000 characters" in rejected[0]["detail"]
+    assert rejected[0]["detail"].startswith("long.jsonl:1: ") and rejected[1]["status"] == "ok"
+    cut = rows_of(np_join(iter_records(path, 0, policy=ReadPolicy(max_chars=1000, long_rows="truncate"))))
+    assert cut[0]["status"] == "ok" and len(cut[0]["instruction"]) == 1000
+    assert "truncated" in cut[0]["detail"]
+    with pytest.raises(ValueError, match="long_rows"):
+        ReadPolicy(long_rows="ignore")
+
+
+def np_join(batches):
+    batches = list(batches)
+    return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}

@@ -1,0 +1,131 @@
+"""The run manifest: an append-only JSON-lines journal that makes a run's output exactly-once and resumable.
+
+Line 1 names the run (config hash, input fingerprint). Then, in order of commit:
+  {"kind": "shard", "round": R, "file": "part-<digest>.parquet", "rows": n, ...}  a ledger shard is complete
+  {"kind": "round", "round": R, "counts": {...}}                                round R's outputs are written
+A shard file counts only once its line is here: files without one (a crash between rename and journal) are
+orphans that resume deletes and recomputes. Each line is flushed and fsynced; a torn last line is ignored."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+log = logging.getLogger("engine.io")
+
+MANIFEST = "manifest.jsonl"
+VERSION = 1
+
+
+class ResumeRefused(ValueError):
+    """The output directory holds a run this one cannot continue; the message says what to do."""
+
+
+def input_fingerprint(files: list[Path]) -> list[dict]:
+    """What the seed inputs were: path, size and modification time of each file (or dataset directory)."""
+    out = []
+    for path in files:
+        parts = sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).is_dir() else [Path(path)]
+        out.append({
+            "path": str(Path(path).resolve()),
+            "bytes": sum(p.stat().st_size for p in parts),
+            "mtime_ns": max((p.stat().st_mtime_ns for p in parts), default=0),
+        })
+    return out
+
+
+class Manifest:
+    """The journal of one output directory."""
+
+    def __init__(self, path: Path, header: dict, entries: list[dict]):
+        self.path = path
+        self.header = header
+        self.entries = entries
+
+    @classmethod
+    def open(cls, output_dir: Path, config_hash: str, inputs: list[dict], resume: bool) -> "Manifest":
+        """The manifest to continue (same config and inputs) or a new one; refuses a mismatch when resuming."""
+        path = Path(output_dir) / MANIFEST
+        header = {"kind": "run", "version": VERSION, "config_hash": config_hash, "inputs": inputs,
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if resume and path.exists():
+            lines = read_lines(path)
+            if lines and lines[0].get("kind") == "run":
+                old = lines[0]
+                _check_same(old, config_hash, inputs, output_dir)
+                log.info("resuming %s: %d journal entries", output_dir, len(lines) - 1)
+                _rewrite(path, lines)  # without a torn last line, so new entries start on a line of their own
+                return cls(path, old, lines[1:])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _rewrite(path, [header])
+        return cls(path, header, [])
+
+    def append(self, entry: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.entries.append(entry)
+
+    def record_shard(self, round_num: int, file: str, rows: int, ok: int) -> None:
+        self.append({"kind": "shard", "round": round_num, "file": file, "rows": rows, "ok": ok,
+                     "committed": round(time.time(), 3)})
+
+    def shards(self, round_num: int) -> dict[str, dict]:
+        """The committed ledger shards of a round, by file name (a file journaled twice counts once)."""
+        return {e["file"]: e for e in self.entries if e["kind"] == "shard" and e["round"] == round_num}
+
+    def record_round(self, round_num: int, counts: dict) -> None:
+        self.append({"kind": "round", "round": round_num, "counts": counts, "committed": round(time.time(), 3)})
+
+    def round_counts(self, round_num: int) -> dict | None:
+        """The counts round `round_num` finished with, or None if it has not finished."""
+        done = [e for e in self.entries if e["kind"] == "round" and e["round"] == round_num]
+        return done[-1]["counts"] if done else None
+
+
+def _rewrite(path: Path, entries: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(entry, ensure_ascii=False) + "\n" for entry in entries)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_lines(path: Path) -> list[dict]:
+    """The journal's entries; a torn last line (the process died mid-write) is dropped."""
+    entries = []
+    raw = Path(path).read_text(encoding="utf-8").split("\n")
+    for number, line in enumerate(raw, 1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(raw) - 1:  # only the last line may be torn
+                raise ResumeRefused(f"{path}:{number}: the run manifest is corrupt; rerun with run.resume=false")
+            log.warning("%s:%d: dropping a torn last line", path, number)
+    return entries
+
+
+def _check_same(old: dict, config_hash: str, inputs: list[dict], output_dir: Path) -> None:
+    fresh = "rerun with run.resume=false to start over, or choose another run.output_dir"
+    if old.get("config_hash") != config_hash:
+        raise ResumeRefused(
+            f"{output_dir} holds a run with a different configuration (config hash {old.get('config_hash')}, this "
+            f"run {config_hash}; compare its config.yaml); {fresh}"
+        )
+    before = {entry["path"]: entry for entry in old.get("inputs", [])}
+    now = {entry["path"]: entry for entry in inputs}
+    if before.keys() != now.keys():
+        added, removed = sorted(now.keys() - before.keys()), sorted(before.keys() - now.keys())
+        raise ResumeRefused(f"the seed files changed since {output_dir} was started (added {added}, removed "
+                            f"{removed}); {fresh}")
+    for name, entry in now.items():
+        if entry != before[name]:
+            raise ResumeRefused(f"seed file {name} changed since {output_dir} was started (size or modification "
+                                f"time differ); {fresh}")
