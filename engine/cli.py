@@ -24,12 +24,10 @@ register()
 def app(raw: DictConfig) -> None:
     cfg = to_config(raw)
     out = Path(cfg.run.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(raw, resolve=True))
     from engine.runner import run  # imports ray: only once the config is valid
 
     try:
-        summary = run(cfg)
+        summary = run(cfg, config_text=OmegaConf.to_yaml(raw, resolve=True))
     except (InputError, BackendUnavailable, ConfigError) as err:
         log.error("%s", err)
         sys.exit(2)

@@ -78,7 +78,6 @@ class ClusterConfig:
     actor_num_gpus: float = 0.0
     torch_threads: Optional[int] = None  # torch threads per actor (None: all cores of the node)
     batch_size: int = 16  # rows per map_batches call of a model stage
-    cpu_batch_size: int = 256  # rows per map_batches call of a cheap CPU stage
     read_batch_rows: int = 1000
     # Failure policy, set deliberately rather than inherited: a killed actor is restarted and its in-flight
     # batches retried (costing time, not rows); a block whose retries are exhausted fails the run unless

@@ -28,14 +28,14 @@ from engine.io.readers import list_input_files
 from engine.io.sinks import RoundCounts, split_round, write_dataset_info, write_json
 from engine.records import STATUS_OK
 from engine.recipes import StageSpec, get_recipe
-from engine.stages.guard import GuardedStage, RowsLost
+from engine.stages.guard import RowsLost, StageChain
 from engine.stages.select import RANKINGS, Cut, Select, check_select, plan_cut, selection_active
 
 log = logging.getLogger("engine.runner")
 
 
-def _run_cheap_stage(batch, stage: type, cfg: Config, kwargs: dict):
-    return GuardedStage(stage, cfg, **kwargs)(batch)
+def _run_cheap_stages(batch, steps: list[tuple[type, dict]], cfg: Config):
+    return StageChain(steps, cfg)(batch)
 
 
 def _read_files(batch, limit: int | None, batch_rows: int, policy: ReadPolicy):
@@ -63,22 +63,41 @@ def init_ray(cfg: Config) -> bool:
     return True
 
 
-def apply_stage(ds: "ray.data.Dataset", spec: StageSpec, cfg: Config) -> "ray.data.Dataset":
-    """One stage as a map_batches call: model stages in an actor pool, cheap stages as tasks, each with the
-    cluster's failure policy (a dead actor is restarted and its batches retried)."""
+def group_stages(specs: list[StageSpec]) -> list[list[StageSpec]]:
+    """Each model stage with the cheap stages that follow it (they run in its actor); leading cheap stages alone."""
+    groups: list[list[StageSpec]] = []
+    for spec in specs:
+        if spec.uses_model or not groups:
+            groups.append([spec])
+        else:
+            groups[-1].append(spec)
+    return groups
+
+
+def apply_stages(ds: "ray.data.Dataset", specs: list[StageSpec], cfg: Config) -> "ray.data.Dataset":
+    """The recipe's stages as map_batches calls: one actor pool per model stage (the cheap stages after it run in
+    the same actors), with the cluster's failure policy: a dead actor is restarted and its batches retried."""
+    for group in group_stages(specs):
+        ds = _apply_group(ds, group, cfg)
+    return ds
+
+
+def _apply_group(ds: "ray.data.Dataset", group: list[StageSpec], cfg: Config) -> "ray.data.Dataset":
     cluster = cfg.cluster
-    if not spec.uses_model:
-        fn = partial(_run_cheap_stage, stage=spec.stage, cfg=cfg, kwargs=spec.kwargs)
+    steps = [(spec.stage, spec.kwargs) for spec in group]
+    # Ray 2.60 has no named map_batches parameter for retry policy yet: it goes in as remote args.
+    if not group[0].uses_model:
+        # batch_size=None: each block as it comes (blocks are stage-batch sized), never waiting to fill a batch.
         return ds.map_batches(
-            fn, batch_size=cluster.cpu_batch_size, num_cpus=cluster.actor_num_cpus, udf_modifying_row_count=False,
-            max_retries=cluster.task_max_retries,
+            partial(_run_cheap_stages, steps=steps, cfg=cfg), batch_size=None, num_cpus=cluster.actor_num_cpus,
+            udf_modifying_row_count=False, max_retries=cluster.task_max_retries,
         )
     resources_ = {"num_cpus": cluster.actor_num_cpus}
     if cluster.actor_num_gpus:
         resources_["num_gpus"] = cluster.actor_num_gpus
     return ds.map_batches(
-        GuardedStage,
-        fn_constructor_kwargs={"stage": spec.stage, "cfg": cfg, "torch_threads": cluster.torch_threads, **spec.kwargs},
+        StageChain,
+        fn_constructor_kwargs={"steps": steps, "cfg": cfg, "torch_threads": cluster.torch_threads},
         batch_size=cluster.batch_size,
         compute=ActorPoolStrategy(size=cluster.pool_size),
         udf_modifying_row_count=False,  # stages are one-to-one; GuardedStage enforces it
@@ -135,11 +154,12 @@ def stage_sized_blocks(ds: "ray.data.Dataset", cfg: Config) -> "ray.data.Dataset
 ENGINE_OUTPUTS = ("data", "alpaca", "rejects", "_ledger", "summary.json", "dataset_info.json")
 
 
-def run(cfg: Config) -> dict:
+def run(cfg: Config, config_text: str | None = None) -> dict:
     """Run the recipe for `cfg.rounds` rounds and write every output; returns the run summary.
 
     Resumable: every completed ledger shard and round is journaled in the manifest, and a rerun with the same
-    config and inputs skips them (`run.resume=false` starts over)."""
+    config and inputs skips them (`run.resume=false` starts over). `config_text`, the resolved config as YAML,
+    is saved as config.yaml once the output directory is known to belong to this run."""
     started = time.perf_counter()
     out = Path(cfg.run.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -152,12 +172,14 @@ def run(cfg: Config) -> dict:
         manifest = Manifest.open(out, config_hash(cfg), input_fingerprint(files), cfg.run.resume)
     except ResumeRefused as err:
         raise ConfigError(str(err)) from err
+    if config_text is not None:
+        (out / "config.yaml").write_text(config_text)
     if not manifest.entries:  # a fresh run: nothing of an earlier one may mix in
         for name in ENGINE_OUTPUTS:
             target = out / name
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     rounds: list[RoundCounts] = []
-    started_ray = False
+    started_ray = prepared = False
     try:
         for round_num in range(1, cfg.rounds + 1):
             if (done := manifest.round_counts(round_num)) is not None:
@@ -167,12 +189,12 @@ def run(cfg: Config) -> dict:
             if rounds and rounds[-1].rows_out == 0:
                 log.warning("round %d has no surviving rows to evolve; stopping", round_num)
                 break
-            if not started_ray and not ray.is_initialized():
+            if not prepared:
                 # Build/convert embedded models once here, so actors only load them.
                 resolve_model_path(cfg.model)
                 if cfg.scoring.enabled:
                     resolve_model_path(cfg.scorer)
-                started_ray = init_ray(cfg)
+                started_ray, prepared = init_ray(cfg), True
                 context = DataContext.get_current()
                 context.max_errored_blocks = cfg.cluster.max_errored_blocks
                 context.enable_progress_bars = cfg.run.progress
@@ -204,8 +226,7 @@ def _run_round(ds, recipe, cfg: Config, round_num: int, expected: int, out: Path
         if committed:
             ds = drop_done(ds, [ledger / name for name in committed], round_num)
         ds = stage_sized_blocks(ds, cfg)
-        for spec in recipe.stages(cfg, round_num):
-            ds = apply_stage(ds, spec, cfg)
+        ds = apply_stages(ds, recipe.stages(cfg, round_num), cfg)
         commit_shards(ds, ledger, round_num, manifest, cfg)
     files = [ledger / name for name in sorted(manifest.shards(round_num))]
     written = sum(e["rows"] for e in manifest.shards(round_num).values())
@@ -217,7 +238,7 @@ def _run_round(ds, recipe, cfg: Config, round_num: int, expected: int, out: Path
     if round_num == cfg.rounds and selection_active(cfg.select):
         cut = plan_selection(files, cfg)
         spec = StageSpec(Select, {"round_num": round_num, "cut": cut})
-        apply_stage(ray.data.read_parquet([str(f) for f in files]), spec, cfg).write_parquet(str(selected))
+        apply_stages(ray.data.read_parquet([str(f) for f in files]), [spec], cfg).write_parquet(str(selected))
         files = sorted(selected.glob("*.parquet"))
     shutil.rmtree(out / "data" / f"round_{round_num}", ignore_errors=True)
     counts = split_round(files, out, round_num)

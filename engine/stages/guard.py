@@ -66,7 +66,8 @@ class GuardedStage:
             raise err  # not a poison row: every row fails, so the stage is broken
         for row, row_err in failed:
             one = take(batch, np.array([row]))
-            detail = f"{self.name} raised {type(row_err).__name__}: {row_err}"[:DETAIL_LIMIT]
+            source = f"{os.path.basename(str(one['source_file'][0]))}:{one['source_line'][0]}"  # the seed it came from
+            detail = f"{source}: {self.name} raised {type(row_err).__name__}: {row_err}"[:DETAIL_LIMIT]
             reject(one, np.array([True]), "stage_error", detail, stage=self.name.lower())
             log.warning("row %s rejected: %s", one["id"][0], detail)
             pieces.append((np.array([row]), self.stage(one)))  # a rejected row passes through, columns added
@@ -84,3 +85,16 @@ class GuardedStage:
             half = len(rows) // 2
             self._bisect(batch, rows[:half], pieces, failed)
             self._bisect(batch, rows[half:], pieces, failed)
+
+
+class StageChain:
+    """Several guarded stages run one after another on each batch, in one task or actor: a model stage and the
+    cheap stages after it share its actor, so they neither wait for a batch of their own nor cost a task each."""
+
+    def __init__(self, steps: list[tuple[type, dict]], cfg: Config, torch_threads: int | None = None):
+        self.stages = [GuardedStage(stage, cfg, torch_threads=torch_threads, **kwargs) for stage, kwargs in steps]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for stage in self.stages:
+            batch = stage(batch)
+        return batch

@@ -1,64 +1,14 @@
 """A real Ray head on loopback with token auth on; the demo submitted with `ray job submit` succeeds."""
 
 import json
-import os
-import secrets
-import shutil
-import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import RAY, REPO
+
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
-RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture()
-def ray_head(tmp_path):
-    """`ray start --head` with token authentication, on loopback ports, torn down afterwards."""
-    token = tmp_path / "auth_token"
-    token.write_text(secrets.token_hex(32))
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # the job runs `python` from this venv
-    env = {**os.environ, "PATH": path, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
-    env.pop("RAY_ADDRESS", None)
-    temp_dir = Path("/tmp") / f"ee-ray-{secrets.token_hex(3)}"  # short: socket paths are length-limited
-    dashboard = _free_port()
-    subprocess.run(
-        [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={_free_port()}",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2",
-         "--disable-usage-stats", f"--temp-dir={temp_dir}",
-         # Its own agent ports: the defaults are taken while the other tests' local Ray is up.
-         *(f"--{flag}={_free_port()}" for flag in (
-             "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
-             "metrics-export-port", "ray-client-server-port", "node-manager-port", "object-manager-port"))],
-        env=env, check=True, capture_output=True, timeout=120,
-    )
-    try:
-        yield f"http://127.0.0.1:{dashboard}", env
-    finally:
-        _stop_head(temp_dir)
-
-
-def _stop_head(temp_dir: Path) -> None:
-    """Stop only this head's processes (every one names its temp dir): `ray stop` would also kill the local
-    Ray of the other integration tests, and with it this pytest process."""
-    import psutil
-
-    mine = [p for p in psutil.process_iter(["cmdline"]) if str(temp_dir) in " ".join(p.info["cmdline"] or [])]
-    for proc in mine:
-        proc.kill()
-    psutil.wait_procs(mine, timeout=30)
-    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _submit(command: list[str], env: dict) -> subprocess.CompletedProcess:
@@ -72,7 +22,7 @@ def _submit(command: list[str], env: dict) -> subprocess.CompletedProcess:
 
 
 def test_demo_job_succeeds_under_token_auth(ray_head, tmp_path):
-    address, env = ray_head
+    address, env = ray_head.dashboard, ray_head.env
     out = tmp_path / "job-out"
     submit = [
         RAY, "job", "submit", "--address", address, "--working-dir", ".",

@@ -34,7 +34,7 @@ def test_poison_rows_are_rejected_and_the_rest_of_the_batch_goes_on():
     out = GuardedStage(Shout, Config())(seed_batch(texts))
     assert list(out["status"]) == ["rejected" if i in (2, 7) else "ok" for i in range(9)]
     assert out["reason"][2] == "stage_error" and out["rejected_at"][7] == "shout"
-    assert "ValueError: cannot shout at poison" in out["detail"][2]
+    assert out["detail"][2] == "seeds.jsonl:3: Shout raised ValueError: cannot shout at poison"
     assert out["instruction"][0] == "ROW 0" and out["instruction"][2] == "POISON a"
     assert list(out["shouted"]) == [0 if i in (2, 7) else 1 for i in range(9)]  # added columns on every row
     assert list(out["id"]) == list(seed_batch(texts)["id"])  # order kept
