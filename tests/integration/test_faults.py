@@ -34,19 +34,25 @@ def write_seeds(path: Path, n: int) -> Path:
     return path
 
 
-def final_rows(out: Path, rounds: int = 1) -> tuple[list[dict], list[dict]]:
-    """Rows of the final round's data and every round's rejects."""
-    data = pq.read_table(out / "data" / f"round_{rounds}").to_pylist()
-    rejects = [json.loads(line) for r in range(1, rounds + 1) for line in (out / "rejects" / f"round_{r}.jsonl").open()]
+def final_rows(out: Path, round_num: int = 1) -> tuple[list[dict], list[dict]]:
+    """Rows of one round's data and rejects."""
+    data = pq.read_table(out / "data" / f"round_{round_num}").to_pylist()
+    rejects = [json.loads(line) for line in (out / "rejects" / f"round_{round_num}.jsonl").open()]
     return data, rejects
 
 
-def assert_exactly_once(out: Path, seeds_total: int) -> None:
-    """Round 1: each seed position appears once, in data or rejects, and no output id repeats."""
-    data, rejects = final_rows(out)
+def assert_exactly_once(out: Path, seeds_total: int, rounds: int = 1) -> None:
+    """Round 1 holds each seed position once (data or rejects); each later round holds each of the previous
+    round's output rows once, as a parent; no id repeats."""
+    data, rejects = final_rows(out, 1)
     positions = [row["seed_index"] for row in data] + [row["seed_index"] for row in rejects]
     assert sorted(positions) == list(range(seeds_total))
     ids = [row["id"] for row in data + rejects]
+    for round_num in range(2, rounds + 1):
+        previous = data
+        data, rejects = final_rows(out, round_num)
+        assert sorted(row["parent_id"] for row in data + rejects) == sorted(row["id"] for row in previous)
+        ids += [row["id"] for row in data + rejects]
     assert len(ids) == len(set(ids))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rows_in"] == seeds_total and summary["rows_conserved"]
@@ -106,35 +112,46 @@ def test_a_killed_stage_actor_costs_a_retry_not_rows(ray_head, tmp_path):
 
 
 def test_a_killed_driver_resumes_without_recomputing_committed_shards(ray_head, tmp_path):
-    seeds = write_seeds(tmp_path / "seeds.jsonl", 48)
+    """Two rounds; the driver is SIGKILLed once round 1 is done and round 2 has committed a shard. The rerun
+    leaves round 1 alone, reuses the committed shard, and finishes round 2 with every row exactly once."""
+    seeds = write_seeds(tmp_path / "seeds.jsonl", 40)
     out = tmp_path / "out"
     env = {**ray_head.env, "RAY_ADDRESS": ray_head.gcs}
-    command = engine_command(out, seeds, *TINY)
+    command = engine_command(out, seeds, *TINY, "rounds=2")
+
+    def round1_done_and_a_round2_shard():
+        path = out / "manifest.jsonl"
+        entries = read_lines(path) if path.exists() else []
+        return any(e["kind"] == "round" for e in entries) and shard_entries(out, 2)
+
     driver = start_driver(command, env, tmp_path / "first.log")
     try:
-        wait_for(lambda: len(shard_entries(out)) >= 2, 300, "two committed shards", driver)
+        wait_for(round1_done_and_a_round2_shard, 400, "round 1 and a round-2 shard", driver)
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=60)
     finally:
         driver.kill()
-    before = shard_entries(out)
-    assert 0 < sum(e["rows"] for e in before) < 48, "the kill should land mid-round"
+    before = shard_entries(out, 2)
+    round1_rows_out = next(e for e in read_lines(out / "manifest.jsonl") if e["kind"] == "round")["counts"]["rows_out"]
+    assert 0 < sum(e["rows"] for e in before) < round1_rows_out, "the kill should land mid-round"
     assert not (out / "summary.json").exists()
+    round1_files = {p.name: p.stat().st_mtime_ns for p in (out / "data" / "round_1").glob("*.parquet")}
 
     rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
-    assert_exactly_once(out, 48)
-    after = shard_entries(out)
+    assert_exactly_once(out, 40, rounds=2)
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "data" / "round_1").glob("*.parquet")} == round1_files
+    after = shard_entries(out, 2)
     # The shards journaled before the kill are still the journal's first entries, unchanged (same commit
     # times), and the shards of the round add up to the input once: nothing committed was computed again.
     assert after[: len(before)] == before
-    assert sum(e["rows"] for e in {e["file"]: e for e in after}.values()) == 48
+    assert sum(e["rows"] for e in {e["file"]: e for e in after}.values()) == round1_rows_out
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["resumed"]["rows_reused"] == sum(e["rows"] for e in before)
+    assert summary["per_round"][1]["resumed"]["rows_reused"] == sum(e["rows"] for e in before)
 
     # The finished run rerun is a no-op; a changed config is refused with a clear message.
     again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and shard_entries(out) == after
+    assert again.returncode == 0 and shard_entries(out, 2) == after
     changed = subprocess.run(command + ["recipe.evolve.temperature=0.9"], cwd=REPO, env=env, capture_output=True,
                              text=True, timeout=600)
     assert changed.returncode == 2
@@ -224,3 +241,4 @@ def test_the_same_seed_reproduces_the_same_data(local_ray, tiny_cfg, tmp_path):
         outputs.append(sorted((r["id"], r["instruction"], r["output"], r["ifd"]) for r in rows))
     assert outputs[0] == outputs[1] and len(outputs[0]) > 0
     assert tiny_cfg.recipe.evolve.temperature > 0  # sampled, not greedy: the per-row seeds are what agree
+
