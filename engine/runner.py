@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -25,7 +26,7 @@ from engine.config import Config, ConfigError, config_hash
 from engine.io.manifest import Manifest, ResumeRefused, input_fingerprint
 from engine.io.readers import SUPPORTED_TEXT, ReadPolicy, count_rows, find_duplicate_ids, iter_records
 from engine.io.readers import list_input_files
-from engine.io.sinks import RoundCounts, split_round, write_dataset_info, write_json
+from engine.io.sinks import RoundCounts, join_parts, split_round, split_shard, write_dataset_info, write_json
 from engine.records import STATUS_OK
 from engine.recipes import StageSpec, get_recipe
 from engine.stages.guard import RowsLost, StageChain
@@ -241,7 +242,7 @@ def _run_round(ds, recipe, cfg: Config, round_num: int, expected: int, out: Path
         apply_stages(ray.data.read_parquet([str(f) for f in files]), [spec], cfg).write_parquet(str(selected))
         files = sorted(selected.glob("*.parquet"))
     shutil.rmtree(out / "data" / f"round_{round_num}", ignore_errors=True)
-    counts = split_round(files, out, round_num)
+    counts = split_shards(files, out, round_num, cfg)
     counts.selection = cut.as_dict() if cut else None
     counts.reused_shards, counts.reused_rows = reused_shards, reused_rows
     if counts.rows_in != expected:
@@ -253,6 +254,28 @@ def _run_round(ds, recipe, cfg: Config, round_num: int, expected: int, out: Path
         "round %d: %d in, %d out, %d rejected (%s) in %.1f s", round_num, counts.rows_in, counts.rows_out,
         counts.rows_rejected, dict(counts.rejected_by_reason), time.perf_counter() - round_started,
     )
+    return counts
+
+
+def _split_shards(batch, out: str, round_num: int) -> dict:
+    counts = [split_shard(Path(f), Path(out), round_num, int(i)) for f, i in zip(batch["file"], batch["index"])]
+    return {"counts": np.array([json.dumps(c.state()) for c in counts], dtype=object)}
+
+
+def split_shards(files: list[Path], out: Path, round_num: int, cfg: Config) -> RoundCounts:
+    """The round's outputs from its ledger shards: one Ray task per shard writes its data, alpaca and rejects
+    parts (the driver never holds rows), then the driver adds up the counts and joins the parts."""
+    if not files:
+        return split_round([], out, round_num)
+    items = [{"file": str(f), "index": i} for i, f in enumerate(files)]
+    done = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        partial(_split_shards, out=str(out), round_num=round_num), batch_size=1, num_cpus=0.25,
+        max_retries=cfg.cluster.task_max_retries,
+    )
+    counts = RoundCounts(round=round_num)
+    for row in done.iter_rows():
+        counts.merge(RoundCounts.from_state(json.loads(row["counts"])))
+    join_parts(out, round_num, len(files))
     return counts
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,18 @@ class RoundCounts:
         """Everything needed to rebuild these counts (the manifest stores it when a round completes)."""
         return {**self.as_dict(), "score_sums": dict(self.score_sums), "score_counts": dict(self.score_counts)}
 
+    def merge(self, other: "RoundCounts") -> None:
+        """Add another shard's counts of the same round to these."""
+        self.rows_in += other.rows_in
+        self.rows_out += other.rows_out
+        self.rows_rejected += other.rows_rejected
+        for name in ("rejected_by_reason", "rejected_by_stage", "tokens", "score_sums", "score_counts"):
+            getattr(self, name).update(getattr(other, name))
+        for name in ("rejected_by_method", "rejected_by_model", "per_method"):
+            mine = getattr(self, name)
+            for key, counter in getattr(other, name).items():
+                mine[key].update(counter)
+
     @classmethod
     def from_state(cls, state: dict) -> "RoundCounts":
         nested = lambda d: defaultdict(Counter, {k: Counter(v) for k, v in d.items()})  # noqa: E731
@@ -99,36 +112,63 @@ def _jsonl(handle, rows: list[dict]) -> None:
         handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def split_round(ledger_files: list[Path], output_dir: Path, round_num: int) -> RoundCounts:
-    """Stream a round's ledger files (every row, ok or rejected) into the round's outputs; bounded memory."""
+def split_shard(ledger_file: Path, output_dir: Path, round_num: int, index: int) -> RoundCounts:
+    """Split one ledger shard (every row, ok or rejected) into the round's outputs: the kept rows as
+    data/round_R/part-<index>.parquet, and the alpaca and rejects lines as numbered parts that `join_parts`
+    concatenates. Streams in batches of READ_ROWS rows: bounded memory. Safe to rerun (every file is replaced
+    atomically)."""
     counts = RoundCounts(round=round_num)
     data_dir = output_dir / "data" / f"round_{round_num}"
     data_dir.mkdir(parents=True, exist_ok=True)
-    alpaca_path = output_dir / "alpaca" / f"round_{round_num}.jsonl"
-    rejects_path = output_dir / "rejects" / f"round_{round_num}.jsonl"
+    alpaca_path, rejects_path = (_part_path(output_dir, kind, round_num, index) for kind in ("alpaca", "rejects"))
     alpaca, rejects = _open_tmp(alpaca_path), _open_tmp(rejects_path)
-    for shard, ledger_file in enumerate(ledger_files):
-        writer = None
-        for batch in pq.ParquetFile(ledger_file).iter_batches(batch_size=READ_ROWS):
-            table = pa.Table.from_batches([batch])
-            ok = pc.equal(table["status"], STATUS_OK)
-            good, bad = table.filter(ok), table.filter(pc.invert(ok))
-            counts.rows_in += table.num_rows
-            counts.rows_out += good.num_rows
-            counts.rows_rejected += bad.num_rows
-            if good.num_rows:
-                if writer is None:
-                    writer = pq.ParquetWriter(data_dir / f"part-{shard:05d}.parquet.tmp", good.schema)
-                writer.write_table(good)
-                _jsonl(alpaca, good.select(["instruction", "input", "output"]).to_pylist())
-            _jsonl(rejects, bad.to_pylist())
-            _count(counts, table, ok)
-        if writer is not None:
-            writer.close()
-            final = data_dir / f"part-{shard:05d}.parquet"
-            os.replace(final.with_name(final.name + ".tmp"), final)
+    final = data_dir / f"part-{index:05d}.parquet"
+    writer = None
+    for batch in pq.ParquetFile(ledger_file).iter_batches(batch_size=READ_ROWS):
+        table = pa.Table.from_batches([batch])
+        ok = pc.equal(table["status"], STATUS_OK)
+        good, bad = table.filter(ok), table.filter(pc.invert(ok))
+        counts.rows_in += table.num_rows
+        counts.rows_out += good.num_rows
+        counts.rows_rejected += bad.num_rows
+        if good.num_rows:
+            if writer is None:
+                writer = pq.ParquetWriter(final.with_name(final.name + ".tmp"), good.schema)
+            writer.write_table(good)
+            _jsonl(alpaca, good.select(["instruction", "input", "output"]).to_pylist())
+        _jsonl(rejects, bad.to_pylist())
+        _count(counts, table, ok)
+    if writer is not None:
+        writer.close()
+        os.replace(final.with_name(final.name + ".tmp"), final)
     _commit(alpaca, alpaca_path)
     _commit(rejects, rejects_path)
+    return counts
+
+
+def _part_path(output_dir: Path, kind: str, round_num: int, index: int) -> Path:
+    return output_dir / kind / f".round_{round_num}.parts" / f"{index:05d}.jsonl"
+
+
+def join_parts(output_dir: Path, round_num: int, shards: int) -> None:
+    """Concatenate the alpaca and rejects parts of a round, in shard order, into one file each (byte copies:
+    constant memory), then drop the parts."""
+    for kind in ("alpaca", "rejects"):
+        target = output_dir / kind / f"round_{round_num}.jsonl"
+        with _open_tmp(target) as joined:
+            for index in range(shards):
+                with open(_part_path(output_dir, kind, round_num, index), encoding="utf-8") as part:
+                    shutil.copyfileobj(part, joined, 1 << 20)
+        os.replace(joined.name, target)
+        shutil.rmtree(_part_path(output_dir, kind, round_num, 0).parent, ignore_errors=True)
+
+
+def split_round(ledger_files: list[Path], output_dir: Path, round_num: int) -> RoundCounts:
+    """Every shard of a round split in this process, then joined (the runner does the shards in Ray tasks)."""
+    counts = RoundCounts(round=round_num)
+    for index, ledger_file in enumerate(ledger_files):
+        counts.merge(split_shard(ledger_file, output_dir, round_num, index))
+    join_parts(output_dir, round_num, len(ledger_files))
     return counts
 
 

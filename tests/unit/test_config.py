@@ -44,3 +44,9 @@ def test_unknown_keys_and_wrong_types_are_refused():
 def test_config_hash_ignores_the_output_dir_but_not_the_settings():
     a, b, c = _compose(), _compose("run.output_dir=/elsewhere"), _compose("recipe.evolve.temperature=0.5")
     assert config_hash(a) == config_hash(b) != config_hash(c)
+
+
+def test_a_resumed_run_may_change_where_and_how_fast_it_runs():
+    base = config_hash(_compose())
+    assert config_hash(_compose("cluster.pool_size=4", "cluster.batch_size=64", "run.shard_rows=50")) == base
+    assert config_hash(_compose("run.seed=1")) != base and config_hash(_compose("data.max_chars=10")) != base
