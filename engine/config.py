@@ -120,6 +120,36 @@ class SelectConfig:
 
 
 @dataclass
+class SandboxConfig:
+    """Limits for running LLM-written verifiers (engine/sandbox/README.md says what they contain)."""
+
+    wall_s: float = 5.0  # per call, as the seed's SIGALRM timeout
+    cpu_s: int = 5
+    memory_mb: int = 512
+    workers: int = 2  # verifier processes at once per actor
+
+
+@dataclass
+class AutoIFConfig:
+    """AutoIF (paper Sec. 2.2): augment constraints, write verifiers, cross-validate them by running them."""
+
+    augment_calls: int = 100  # the seed sends the augmentation prompt 100 times
+    samples_per_instruction: int = 8  # verification generations per instruction
+    generate: SamplingConfig = field(default_factory=lambda: SamplingConfig(0.7, 0.95, 2048))
+    json_mode: str = "robust"  # seed: first ```json block only | robust: any fenced block, then bare JSON
+    normalise_expected: bool = True  # "true"/"false" strings as booleans (the seed compares them raw: false)
+    min_func_acc: float = 0.8
+    min_funcs: Optional[int] = None  # upstream AutoIF skips an instruction with < 3 functions; the paper: off
+    min_cases: Optional[int] = None  # upstream: < 10 cases; the paper: off
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    seeds_path: Optional[str] = None  # seed constraints, one per line (None: the 36 shipped with the engine)
+    queries_path: Optional[str] = None  # JSONL of {"query": ...} (None: the small file shipped with the engine)
+    queries_per_instruction: int = 16
+    query_min_chars: int = 20  # queries kept when min < len < max characters, as the seed filters ShareGPT
+    query_max_chars: int = 300
+
+
+@dataclass
 class Config:
     """The whole run: one object, saved resolved beside every output."""
 
@@ -131,6 +161,7 @@ class Config:
     scorer: ModelConfig = field(default_factory=lambda: ModelConfig(dtype="auto", max_batch_size=16))
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
+    autoif: AutoIFConfig = field(default_factory=AutoIFConfig)
     rounds: int = 1
 
 

@@ -182,13 +182,14 @@ def run(cfg: Config, config_text: str | None = None) -> dict:
     rounds: list[RoundCounts] = []
     started_ray = prepared = False
     try:
-        for round_num in range(1, cfg.rounds + 1):
+        total_rounds = recipe_rounds(cfg)
+        for round_num in range(1, total_rounds + 1):
             if (done := manifest.round_counts(round_num)) is not None:
                 log.info("round %d: complete in the manifest, not recomputed", round_num)
                 rounds.append(RoundCounts.from_state(done))
                 continue
             if rounds and rounds[-1].rows_out == 0:
-                log.warning("round %d has no surviving rows to evolve; stopping", round_num)
+                log.warning("round %d has no surviving rows to work on; stopping", round_num)
                 break
             if not prepared:
                 # Build/convert embedded models once here, so actors only load them.
@@ -199,13 +200,21 @@ def run(cfg: Config, config_text: str | None = None) -> dict:
                 context = DataContext.get_current()
                 context.max_errored_blocks = cfg.cluster.max_errored_blocks
                 context.enable_progress_bars = cfg.run.progress
-            if round_num == 1:
+            built = recipe.round_input(cfg, round_num, out) if hasattr(recipe, "round_input") else None
+            expansion = recipe.expand(cfg, round_num) if hasattr(recipe, "expand") else None
+            extra: dict = {}
+            if built is not None:  # rows the recipe builds on the driver (small by construction)
+                batch, extra = built
+                ds, expected = ray.data.from_arrow(pa.table(batch)), len(batch["id"])
+            elif round_num == 1:
                 plan = plan_seeds(cfg, files)
                 ds, expected = read_seeds(cfg, plan), plan.expected
             else:
                 expected = rounds[-1].rows_out
                 ds = ray.data.read_parquet(str(out / "data" / f"round_{round_num - 1}"))
-            rounds.append(_run_round(ds, recipe, cfg, round_num, expected, out, manifest))
+            final = round_num == total_rounds
+            counts = _run_round(ds, recipe, cfg, round_num, expected, out, manifest, final, expansion, extra)
+            rounds.append(counts)
     finally:
         if started_ray:
             ray.shutdown()
@@ -215,28 +224,44 @@ def run(cfg: Config, config_text: str | None = None) -> dict:
     return summary
 
 
-def _run_round(ds, recipe, cfg: Config, round_num: int, expected: int, out: Path, manifest: Manifest) -> RoundCounts:
+def _run_round(ds, recipe, cfg: Config, round_num: int, expected: int, out: Path, manifest: Manifest,
+               final: bool, expansion=None, extra: dict | None = None) -> RoundCounts:
+    """One round: stream the input through the stages into committed ledger shards, then write its outputs.
+
+    `expansion` is a one-to-many step (function, kwargs) run before the stages; such a round's output rows
+    cannot be matched back to input rows shard by shard, so an interrupted one restarts instead of resuming."""
     round_started = time.perf_counter()
     ledger = out / "_ledger" / f"round_{round_num}"
     committed = manifest.shards(round_num)
+    if expansion and committed:
+        log.info("round %d expands its rows: restarting it rather than resuming", round_num)
+        manifest.reset_round(round_num)
+        committed = {}
     drop_orphans(ledger, committed)
     reused_rows, reused_shards = sum(e["rows"] for e in committed.values()), len(committed)
     if reused_shards:
         log.info("round %d: %d rows in %d committed shards reused", round_num, reused_rows, reused_shards)
-    if reused_rows < expected:
+    if reused_rows < expected or (expansion and not committed):
         if committed:
             ds = drop_done(ds, [ledger / name for name in committed], round_num)
+        if expansion:
+            fn, kwargs = expansion
+            ds = ds.map_batches(partial(fn, **kwargs), batch_size=None, udf_modifying_row_count=True, num_cpus=0.25,
+                                max_retries=cfg.cluster.task_max_retries)
         ds = stage_sized_blocks(ds, cfg)
         ds = apply_stages(ds, recipe.stages(cfg, round_num), cfg)
         commit_shards(ds, ledger, round_num, manifest, cfg)
     files = [ledger / name for name in sorted(manifest.shards(round_num))]
     written = sum(e["rows"] for e in manifest.shards(round_num).values())
+    if expansion:
+        log.info("round %d: %d rows expanded into %d", round_num, expected, written)
+        expected = written
     if written != expected:
         raise RowsLost(f"round {round_num}: {expected} rows went in but the committed shards hold {written}")
     selected = out / "_ledger" / f"round_{round_num}_selected"
     shutil.rmtree(selected, ignore_errors=True)
     cut = None
-    if round_num == cfg.rounds and selection_active(cfg.select):
+    if final and selection_active(cfg.select):
         cut = plan_selection(files, cfg)
         spec = StageSpec(Select, {"round_num": round_num, "cut": cut})
         apply_stages(ray.data.read_parquet([str(f) for f in files]), [spec], cfg).write_parquet(str(selected))
@@ -245,6 +270,7 @@ def _run_round(ds, recipe, cfg: Config, round_num: int, expected: int, out: Path
     counts = split_shards(files, out, round_num, cfg)
     counts.selection = cut.as_dict() if cut else None
     counts.reused_shards, counts.reused_rows = reused_shards, reused_rows
+    counts.sums.update(extra or {})
     if counts.rows_in != expected:
         raise RowsLost(f"round {round_num}: {expected} rows went in but {counts.rows_in} came out (ok + rejected)")
     manifest.record_round(round_num, counts.state())
@@ -349,7 +375,16 @@ def plan_selection(files: list[Path], cfg: Config) -> Cut:
 
 
 def build_summary(cfg: Config, rounds: list[RoundCounts], files, skipped, wall: float) -> dict:
-    """The run summary: rows conserved overall (in = final out + every rejection) and per round."""
+    """The run summary: rows conserved overall (in = final out + every rejection) and per round, plus what the
+    recipe itself reports (e.g. AutoIF's pass rate at every filter)."""
+    summary = _summary(cfg, rounds, files, skipped, wall)
+    recipe = get_recipe(cfg.recipe.name)
+    if hasattr(recipe, "summarise"):
+        summary[cfg.recipe.name] = recipe.summarise([r.as_dict() for r in rounds])
+    return summary
+
+
+def _summary(cfg: Config, rounds: list[RoundCounts], files, skipped, wall: float) -> dict:
     rows_in = rounds[0].rows_in if rounds else 0
     rows_out = rounds[-1].rows_out if rounds else 0
     rejected = sum(r.rows_rejected for r in rounds)
@@ -358,18 +393,21 @@ def build_summary(cfg: Config, rounds: list[RoundCounts], files, skipped, wall: 
         "recipe": cfg.recipe.name,
         "model": cfg.model.name,
         "config_hash": config_hash(cfg),
-        "rounds_requested": cfg.rounds,
+        "rounds_requested": recipe_rounds(cfg),
         "rounds_completed": len(rounds),
         "rows_in": rows_in,
         "rows_out": rows_out,
         "rows_rejected": rejected,
-        "rows_conserved": rows_in == rows_out + rejected,
+        # Chained recipes (Evol-Instruct) pass rows round to round; phased ones (AutoIF) build each phase's input.
+        "rows_conserved": (rows_in == rows_out + rejected) if not hasattr(get_recipe(cfg.recipe.name), "num_rounds")
+        else all(r.rows_in == r.rows_out + r.rows_rejected for r in rounds),
         "rejected_by_reason": total("rejected_by_reason"),
         "rejected_by_method": total("rejected_by_method"),
         "rejected_by_model": total("rejected_by_model"),
         "per_method": total("per_method"),
         "per_round": [r.as_dict() for r in rounds],
         "tokens": total("tokens"),
+        "counts": total("sums"),
         "resumed": {"shards_reused": sum(r.reused_shards for r in rounds),
                     "rows_reused": sum(r.reused_rows for r in rounds)},
         "scores": rounds[-1].score_means() if rounds else {},
@@ -395,3 +433,9 @@ def _add_up(counters) -> dict:
             else:
                 total[key] = total.get(key, 0) + value
     return dict(sorted(total.items()))
+
+
+def recipe_rounds(cfg: Config) -> int:
+    """How many rounds the recipe runs: `rounds` for Evol-Instruct, a fixed number of phases for others."""
+    recipe = get_recipe(cfg.recipe.name)
+    return recipe.num_rounds(cfg) if hasattr(recipe, "num_rounds") else cfg.rounds

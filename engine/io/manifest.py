@@ -75,8 +75,19 @@ class Manifest:
                      "committed": round(time.time(), 3)})
 
     def shards(self, round_num: int) -> dict[str, dict]:
-        """The committed ledger shards of a round, by file name (a file journaled twice counts once)."""
-        return {e["file"]: e for e in self.entries if e["kind"] == "shard" and e["round"] == round_num}
+        """The committed ledger shards of a round since its last reset, by file name (a file journaled twice
+        counts once)."""
+        shards: dict[str, dict] = {}
+        for e in self.entries:
+            if e["round"] == round_num and e["kind"] == "reset":
+                shards = {}
+            elif e["round"] == round_num and e["kind"] == "shard":
+                shards[e["file"]] = e
+        return shards
+
+    def reset_round(self, round_num: int) -> None:
+        """Forget a round's committed shards (a round whose rows cannot be matched to its input restarts)."""
+        self.append({"kind": "reset", "round": round_num, "committed": round(time.time(), 3)})
 
     def record_round(self, round_num: int, counts: dict) -> None:
         self.append({"kind": "round", "round": round_num, "counts": counts, "committed": round(time.time(), 3)})

@@ -18,6 +18,9 @@ from engine.records import STATUS_OK
 
 TOKEN_COLUMNS = ("evolve_prompt_tokens", "evolve_tokens", "respond_prompt_tokens", "response_tokens")
 SCORE_COLUMNS = ("l_q", "l_a_given_q", "l_a", "ifd", "ic_ifd")
+# Per-row counters some stages write (AutoIF's cross-validation); summed over the round.
+SUMMED_COLUMNS = ("cv_generations", "cv_parsed", "cv_funcs", "cv_funcs_executable", "cv_cases", "cv_cases_kept",
+                  "cv_funcs_kept")
 READ_ROWS = 8192
 
 
@@ -40,6 +43,7 @@ class RoundCounts:
     selection: dict | None = None
     reused_shards: int = 0  # ledger shards a resumed run found committed and did not recompute
     reused_rows: int = 0
+    sums: Counter = field(default_factory=Counter)  # SUMMED_COLUMNS, plus counts a recipe adds between phases
 
     def score_means(self) -> dict:
         """Mean scores over the round's kept rows (paper Table 15 reports mean IFD and IC-IFD)."""
@@ -57,6 +61,7 @@ class RoundCounts:
             "rejected_by_model": _nested(self.rejected_by_model),
             "per_method": _nested(self.per_method),
             "tokens": dict(self.tokens),
+            "counts": dict(sorted(self.sums.items())),
             "scores": self.score_means(),
             "selection": self.selection,
             "resumed": {"shards_reused": self.reused_shards, "rows_reused": self.reused_rows},
@@ -71,7 +76,7 @@ class RoundCounts:
         self.rows_in += other.rows_in
         self.rows_out += other.rows_out
         self.rows_rejected += other.rows_rejected
-        for name in ("rejected_by_reason", "rejected_by_stage", "tokens", "score_sums", "score_counts"):
+        for name in ("rejected_by_reason", "rejected_by_stage", "tokens", "score_sums", "score_counts", "sums"):
             getattr(self, name).update(getattr(other, name))
         for name in ("rejected_by_method", "rejected_by_model", "per_method"):
             mine = getattr(self, name)
@@ -86,7 +91,7 @@ class RoundCounts:
             rows_rejected=state["rows_rejected"], rejected_by_reason=Counter(state["rejected_by_reason"]),
             rejected_by_stage=Counter(state["rejected_by_stage"]),
             rejected_by_method=nested(state["rejected_by_method"]), rejected_by_model=nested(state["rejected_by_model"]),
-            per_method=nested(state["per_method"]), tokens=Counter(state["tokens"]),
+            per_method=nested(state["per_method"]), tokens=Counter(state["tokens"]), sums=Counter(state["counts"]),
             score_sums=Counter(state["score_sums"]), score_counts=Counter(state["score_counts"]),
             selection=state["selection"], reused_shards=state["resumed"]["shards_reused"],
             reused_rows=state["resumed"]["rows_reused"],
@@ -190,6 +195,9 @@ def _count(counts: RoundCounts, table: pa.Table, ok: pa.ChunkedArray) -> None:
     for name in TOKEN_COLUMNS:
         if name in table.column_names:
             counts.tokens[name] += int(pc.sum(table[name]).as_py() or 0)
+    for name in SUMMED_COLUMNS:
+        if name in table.column_names:
+            counts.sums[name] += int(pc.sum(table[name]).as_py() or 0)
     kept = table.filter(ok)
     for name in SCORE_COLUMNS:
         if name in kept.column_names:

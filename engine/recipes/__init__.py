@@ -28,6 +28,10 @@ def get_recipe(name: str):
         from engine.recipes import evol_instruct
 
         return evol_instruct
+    if name == "autoif":
+        from engine.recipes import autoif
+
+        return autoif
     from engine.config import ConfigError
 
-    raise ConfigError(f"recipe.name={name!r} is not a recipe; available: evol_instruct")
+    raise ConfigError(f"recipe.name={name!r} is not a recipe; available: evol_instruct, autoif")

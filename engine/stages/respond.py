@@ -6,6 +6,7 @@ import numpy as np
 
 from engine.backends import Sampling, load_backend
 from engine.config import Config
+from engine.prompts.autoif import concat_prompt
 from engine.prompts.response import clean_response, response_prompt
 from engine.records import default_columns, ok_mask, reject_with_reasons
 from engine.stages.eliminate import response_reason
@@ -28,8 +29,10 @@ class Respond:
 
     uses_model = True
 
-    def __init__(self, cfg: Config, round_num: int, torch_threads: int | None = None):
+    def __init__(self, cfg: Config, round_num: int, torch_threads: int | None = None, prompt: str = "alpaca"):
         self.round_num = round_num
+        # alpaca: the seed's response prompt; autoif: answer `input` (a user query) under `instruction` (a constraint)
+        self.prompt = {"alpaca": response_prompt, "autoif": lambda ins, query: concat_prompt(ins, query)}[prompt]
         self.settings = cfg.recipe.respond
         self.run_seed = cfg.run.seed
         self.responder = cfg.model.name
@@ -39,7 +42,7 @@ class Respond:
         ok = ok_mask(batch)
         n = len(ok)
         rows = np.flatnonzero(ok)
-        prompts = [response_prompt(str(batch["instruction"][i]), str(batch["input"][i])) for i in rows]
+        prompts = [self.prompt(str(batch["instruction"][i]), str(batch["input"][i])) for i in rows]
         sampling = Sampling(
             temperature=self.settings.temperature,
             top_p=self.settings.top_p,

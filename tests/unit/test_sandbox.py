@@ -1,0 +1,503 @@
+"""The verifier sandbox against hostile verifiers: every test asserts the specific evidence that the attack was
+contained (the error text, the file that does not exist, the connection that never arrived, the process that is gone),
+not just a non-pass verdict.
+
+Most attacks run twice: with the kernel namespaces (the normal mode as root) and with `namespaces=False`, the
+fallback used where namespaces are unavailable (Python-level socket block, subreaper clean-up)."""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import sys
+import textwrap
+import threading
+import time
+import uuid
+
+import psutil
+import pytest
+
+import engine
+from engine.sandbox import Limits, Sandbox, Verdict, normalise_expected
+from engine.sandbox.runner import CHILD_SCRIPT, NOBODY_UID
+
+WALL_S = 2.0
+LIMITS = Limits(wall_s=WALL_S, cpu_s=5, memory_mb=512, file_mb=1, processes=16, output_kb=64, workers=2)
+IS_ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="the nobody-based containment only applies to a root engine")
+
+
+def src(code: str) -> str:
+    return textwrap.dedent(code).strip() + "\n"
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with Sandbox(LIMITS) as box:
+        yield box
+
+
+@pytest.fixture(scope="module")
+def fallback():
+    with Sandbox(LIMITS, namespaces=False) as box:
+        yield box
+
+
+@pytest.fixture(params=["namespaces", "fallback"])
+def any_box(request, sandbox, fallback):
+    return sandbox if request.param == "namespaces" else fallback
+
+
+def sandbox_processes() -> set[int]:
+    """Pids of processes that belong to some sandbox job: forks of the child interpreter (their command line names
+    _child.py) and anything running as nobody (os.system children)."""
+    found = set()
+    for proc in psutil.process_iter(["pid", "uids", "cmdline", "status"]):
+        try:
+            cmdline = proc.info["cmdline"] or []
+            uids = proc.info["uids"]
+            if CHILD_SCRIPT in cmdline or (uids is not None and NOBODY_UID in (uids.real, uids.effective)):
+                found.add(proc.info["pid"])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def assert_no_leftovers(baseline: set[int], within_s: float = 2.0) -> None:
+    deadline = time.monotonic() + within_s
+    while (left := sandbox_processes() - baseline) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    details = []
+    for pid in left:
+        try:
+            p = psutil.Process(pid)
+            details.append((pid, p.status(), p.cmdline()))
+        except psutil.NoSuchProcess:
+            pass
+    assert not details, f"processes of the job survived it: {details}"
+
+
+# -- the mode this machine runs in --------------------------------------------------------------------------------
+
+
+def test_isolation_mode_is_reported(sandbox, fallback):
+    assert sandbox.network_isolation in ("namespace", "socket_block")
+    assert fallback.network_isolation == "socket_block"
+    assert fallback.process_isolation == "process_group"
+    if IS_ROOT:  # this machine: root, Linux with unshare(CLONE_NEWNET | CLONE_NEWPID) allowed
+        assert sandbox.network_isolation == "namespace"
+        assert sandbox.process_isolation == "pid_namespace"
+        assert sandbox.runs_as_nobody and fallback.runs_as_nobody
+
+
+@needs_root
+def test_worker_runs_as_nobody_with_scrubbed_env_in_its_workdir(any_box):
+    code = src("""
+        import os
+        def evaluate(response):
+            return [os.getuid(), os.getgid(), os.getgroups(), sorted(os.environ), os.getcwd() == os.environ["HOME"]]
+    """)
+    [verdict] = any_box.check(code, [("x", [65534, 65534, [], ["HOME", "LANG", "PATH"], True])])
+    assert verdict == Verdict("pass", "", "")
+
+
+# -- honest verifiers and result comparison -----------------------------------------------------------------------
+
+
+def test_honest_function(sandbox):
+    code = "def evaluate(response):\n    return len(response) < 10\n"
+    cases = [("short", True), ("a much longer response", False), ("a much longer response", True), ("ok", "true")]
+    verdicts = sandbox.check(code, cases)
+    assert [v.status for v in verdicts] == ["pass", "pass", "fail", "fail"]
+    assert verdicts[2].detail == "evaluate returned False, expected True"
+    # expected is compared as given: "true" is a string, not True, unless the caller normalises it
+    assert sandbox.check(code, [("ok", normalise_expected("true"))])[0].status == "pass"
+
+
+def test_normalise_expected():
+    assert [normalise_expected(v) for v in ("true", "True", "false", "False")] == [True, True, False, False]
+    others = ["TRUE", "yes", " true", 1, None, [1]]
+    assert [normalise_expected(v) for v in others] == others
+
+
+def test_results_keep_their_exact_type_and_odd_results_are_errors(sandbox):
+    code = src("""
+        class Liar:
+            def __eq__(self, other):
+                return True
+        def evaluate(response):
+            if response == "liar":
+                return Liar()
+            if response == "bytes":
+                return response.encode()
+            return (1, {"a": {2, 3}}, None, 1.5)
+    """)
+    verdicts = sandbox.check(code, [("t", (1, {"a": {2, 3}}, None, 1.5)), ("t", [1, {"a": {2, 3}}, None, 1.5]),
+                                    ("bytes", b"bytes"), ("liar", True)])
+    assert [v.status for v in verdicts] == ["pass", "fail", "pass", "error"]
+    # an object with a lying __eq__ never reaches the engine: only plain data crosses the boundary
+    assert "evaluate returned a verifier.Liar" in verdicts[3].detail
+
+
+def test_output_is_captured_per_case(sandbox):
+    code = "def evaluate(response):\n    print('saw', response)\n    return True\n"
+    verdicts = sandbox.check(code, [("one", True), ("two", True)])
+    assert [v.output for v in verdicts] == ["saw one\n", "saw two\n"]
+
+
+def test_syntax_error_fails_every_case(sandbox):
+    verdicts = sandbox.check("def evaluate(response)\n    return True\n", [("a", True), ("b", False), ("c", True)])
+    assert [v.status for v in verdicts] == ["error"] * 3
+    assert all("SyntaxError" in v.detail and "line 1" in v.detail for v in verdicts)
+
+
+def test_missing_evaluate_and_raising_evaluate(sandbox):
+    [missing] = sandbox.check("def evaluat(response):\n    return True\n", [("a", True)])
+    assert missing.status == "error" and "does not define a callable `evaluate`" in missing.detail
+    [raising] = sandbox.check("def evaluate(response):\n    return 1 / 0\n", [("a", True)])
+    assert raising.status == "error" and "ZeroDivisionError" in raising.detail and "verifier line 2" in raising.detail
+
+
+# -- time, CPU, memory, recursion ---------------------------------------------------------------------------------
+
+
+def test_infinite_loop_times_out_and_engine_is_fine(sandbox):
+    baseline = sandbox_processes()
+    threads_before = threading.active_count()
+    start = time.monotonic()
+    verdicts = sandbox.check("def evaluate(response):\n    while True:\n        pass\n", [("a", True)])
+    elapsed = time.monotonic() - start
+    assert [v.status for v in verdicts] == ["timeout"]
+    assert "2 s" in verdicts[0].detail
+    assert WALL_S <= elapsed < WALL_S + 3.0  # margin: process start-up and teardown on a busy machine
+    assert threading.active_count() <= threads_before + LIMITS.workers
+    assert sandbox.check("def evaluate(r):\n    return r\n", [("fine", "fine")])[0].status == "pass"
+    assert_no_leftovers(baseline)
+
+
+def test_timeout_in_one_case_does_not_cost_the_others(sandbox):
+    code = "def evaluate(response):\n    while response == 'hang':\n        pass\n    return response\n"
+    verdicts = sandbox.check(code, [("a", "a"), ("hang", "hang"), ("b", "b")])
+    assert [v.status for v in verdicts] == ["pass", "timeout", "pass"]  # the third ran in a fresh child
+
+
+def test_loop_while_defining_evaluate_times_out(sandbox):
+    verdicts = sandbox.check("while True:\n    pass\n", [("a", True), ("b", True)])
+    assert [v.status for v in verdicts] == ["timeout", "timeout"]
+    assert "defining evaluate" in verdicts[0].detail
+
+
+def test_cpu_limit_kills_before_wall_clock():
+    # A generous wall clock: on a loaded 2-CPU machine the loop may get a small share of a CPU, and it is the 1 s of
+    # CPU time, not the wall clock, that must end it.
+    with Sandbox(Limits(wall_s=30, cpu_s=1, workers=1)) as box:
+        [limit] = box.check("import resource\ndef evaluate(r):\n    return resource.getrlimit(resource.RLIMIT_CPU)\n",
+                            [("a", (1, 2))])
+        assert limit.status == "pass"  # soft 1 s (SIGXCPU), hard 2 s (SIGKILL)
+        [verdict] = box.check("def evaluate(response):\n    while True:\n        pass\n", [("a", True)])
+    assert verdict.status == "error"
+    assert "SIGXCPU" in verdict.detail  # RLIMIT_CPU, not the 30 s wall clock
+
+
+def test_memory_bomb(any_box):
+    [verdict] = any_box.check("def evaluate(response):\n    x = bytearray(10**10)\n    return True\n", [("a", True)])
+    assert verdict.status == "error"
+    assert "MemoryError" in verdict.detail  # RLIMIT_AS (512 MB) refused the 10 GB allocation
+
+
+def test_growing_memory_bomb():
+    # A smaller address space keeps this quick: touching hundreds of MB is slow on a busy VM.
+    with Sandbox(Limits(wall_s=20, memory_mb=128, workers=1)) as box:
+        code = "def evaluate(response):\n    x = []\n    while True:\n        x.append(bytearray(10**6))\n"
+        [verdict] = box.check(code, [("a", True)])
+    assert verdict.status == "error" and "MemoryError" in verdict.detail
+
+
+def test_deep_recursion(any_box):
+    [verdict] = any_box.check("def evaluate(response):\n    return evaluate(response)\n", [("a", True)])
+    assert verdict.status == "error" and "RecursionError" in verdict.detail
+    assert any_box.check("def evaluate(r):\n    return 1\n", [("a", 1)])[0].status == "pass"
+
+
+def test_file_size_limit(sandbox):
+    code = "def evaluate(response):\n    open('big', 'wb').write(b'x' * (2 << 20))\n    return True\n"
+    [verdict] = sandbox.check(code, [("a", True)])
+    assert verdict.status == "error" and "File too large" in verdict.detail  # RLIMIT_FSIZE = 1 MB, EFBIG
+
+
+# -- processes ----------------------------------------------------------------------------------------------------
+
+
+@needs_root
+def test_fork_bomb(any_box):
+    baseline = sandbox_processes()
+    bomb = "import os\ndef evaluate(response):\n    while True:\n        os.fork()\n"
+    [verdict] = any_box.check(bomb, [("a", True)])
+    assert verdict.status in ("error", "timeout")
+    assert "BlockingIOError" in verdict.detail  # RLIMIT_NPROC, enforced because the worker is nobody
+    assert_no_leftovers(baseline)
+    # a bomb that ignores the failures and keeps forking until the wall clock: killed as a whole
+    stubborn = src("""
+        import os
+        def evaluate(response):
+            while True:
+                try:
+                    os.fork()
+                except OSError:
+                    pass
+    """)
+    [verdict] = any_box.check(stubborn, [("a", True)])
+    assert verdict.status == "timeout"
+    assert_no_leftovers(baseline)
+
+
+def test_escaped_daemon_is_killed_with_its_job(any_box):
+    baseline = sandbox_processes()
+    code = src("""
+        import os, time
+        def evaluate(response):
+            if os.fork() == 0:
+                os.setsid()          # leave the worker's session and process group
+                if os.fork() == 0:   # and its parent: a classic daemon
+                    time.sleep(300)
+                os._exit(0)
+            os.wait()
+            return True
+    """)
+    [verdict] = any_box.check(code, [("a", True)])
+    assert verdict.status == "pass"
+    assert_no_leftovers(baseline)
+
+
+@needs_root
+def test_os_system_runs_as_nobody_and_cannot_write_into_root_dirs(any_box, tmp_path):
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)  # owned by root, like root's temp dirs
+    marker = private / f"marker-{uuid.uuid4().hex}"
+    code = src(f"""
+        import os
+        def evaluate(response):
+            if response == "id":
+                return os.system("id -u")
+            if response == "workdir":
+                return os.system("touch ./ok && test -f ./ok")
+            return os.system("touch {marker}")
+    """)
+    verdicts = any_box.check(code, [("id", 0), ("workdir", 0), ("outside", 0)])
+    # the shell really runs (and prints nobody's uid into the captured output) ...
+    assert verdicts[0].status == "pass" and verdicts[0].output.strip() == "65534"
+    assert verdicts[1].status == "pass"  # ... and can write into the job's own directory ...
+    # ... but touch exits 1 (wait status 256) on the root-owned 0700 directory, which stays empty
+    assert verdicts[2].status == "fail" and verdicts[2].detail == "evaluate returned 256, expected 0"
+    assert "Permission denied" in verdicts[2].output
+    assert not marker.exists() and list(private.iterdir()) == []
+
+
+def test_killing_the_parent(any_box):
+    me = psutil.Process()
+    code = src(f"""
+        import os
+        def evaluate(response):
+            if response == "parent":
+                os.kill(os.getppid(), 9)
+            elif response == "group":
+                os.killpg(os.getpgid(os.getppid()), 9)
+            elif response == "engine":
+                os.kill({os.getpid()}, 9)
+            return "survived"
+    """)
+    verdicts = any_box.check(code, [("parent", "x"), ("group", "x"), ("engine", "x")])
+    assert me.is_running() and me.status() != psutil.STATUS_ZOMBIE  # we are still here
+    # the parent is a root supervisor (EPERM for nobody; in a PID namespace it is pid 1, whose SIGKILL from inside
+    # is refused too); killpg at best kills the worker itself; the engine's pid is not signalable by nobody (or not
+    # visible inside the PID namespace)
+    assert all(v.status == "error" for v in verdicts), verdicts
+    if IS_ROOT:
+        assert "PermissionError" in verdicts[0].detail
+        assert any(word in verdicts[2].detail for word in ("PermissionError", "ProcessLookupError"))
+    assert any_box.check("def evaluate(r):\n    return r\n", [("still working", "still working")])[0].status == "pass"
+
+
+def test_ctypes_segfault(any_box):
+    code = "import ctypes\ndef evaluate(response):\n    return ctypes.string_at(0)\n"
+    [verdict] = any_box.check(code, [("a", True)])
+    assert verdict.status == "error" and "SIGSEGV" in verdict.detail
+    assert any_box.check("def evaluate(r):\n    return 2\n", [("a", 2)])[0].status == "pass"
+
+
+# -- network, files, secrets --------------------------------------------------------------------------------------
+
+
+def test_network_is_unreachable(any_box):
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    try:
+        code = src(f"""
+            import socket
+            def evaluate(response):
+                s = socket.create_connection(("127.0.0.1", {port}), timeout=1)
+                s.sendall(b"exfiltrated")
+                return True
+        """)
+        [verdict] = any_box.check(code, [("a", True)])
+        assert verdict.status == "error"
+        if any_box.network_isolation == "namespace":
+            assert "Network is unreachable" in verdict.detail  # an empty network namespace: no usable loopback
+        else:
+            assert "network access is disabled in the sandbox (socket_block mode)" in verdict.detail
+        readable, _, _ = select.select([listener], [], [], 0.5)
+        assert readable == []  # no connection ever reached the test's listening socket
+    finally:
+        listener.close()
+
+
+@needs_root
+def test_writing_outside_the_workdir(any_box, tmp_path):
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    targets = [str(private / "evil.txt"), f"/root/evil-{uuid.uuid4().hex}.txt"]
+    code = src("""
+        def evaluate(path):
+            with open(path, "w") as f:
+                f.write("owned")
+            return True
+    """)
+    verdicts = any_box.check(code, [(path, True) for path in targets] + [("inside.txt", True)])
+    assert [v.status for v in verdicts] == ["error", "error", "pass"]  # the workdir itself is writable
+    assert all("PermissionError" in v.detail for v in verdicts[:2])
+    assert not any(os.path.exists(path) for path in targets)
+
+
+def test_environment_secrets_are_absent(any_box, monkeypatch):
+    monkeypatch.setenv("EE_SECRET_TOKEN", "s3cr3t")
+    code = "import os\ndef evaluate(response):\n    return os.environ.get('EE_SECRET_TOKEN')\n"
+    [verdict] = any_box.check(code, [("a", "s3cr3t")])
+    assert verdict.status == "fail" and verdict.detail == "evaluate returned None, expected 's3cr3t'"
+    if IS_ROOT:  # nor can nobody read the engine's environment through /proc
+        code = f"def evaluate(response):\n    return open('/proc/{os.getpid()}/environ', 'rb').read()\n"
+        [verdict] = any_box.check(code, [("a", b"")])
+        assert verdict.status == "error" and "PermissionError" in verdict.detail
+
+
+def test_engine_and_site_packages_are_off_the_path(sandbox):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(engine.__file__)))
+    code = src(f"""
+        import sys
+        def evaluate(r):
+            return [p for p in sys.path if "site-packages" in p or p.startswith({repo!r})]
+    """)
+    assert sandbox.check(code, [("a", [])])[0].status == "pass"
+    [verdict] = sandbox.check("import engine\ndef evaluate(r):\n    return True\n", [("a", True)])
+    assert verdict.status == "error" and "ModuleNotFoundError" in verdict.detail
+
+
+# -- output flooding ----------------------------------------------------------------------------------------------
+
+
+def test_printing_100_mb_is_bounded(any_box):
+    me = psutil.Process()
+    rss_before = me.memory_info().rss
+    code = src("""
+        import sys
+        def evaluate(response):
+            chunk = "x" * (1 << 20)
+            for _ in range(100):
+                sys.stdout.write(chunk)
+                sys.stderr.write(chunk)
+            return True
+    """)
+    [verdict] = any_box.check(code, [("a", True)])
+    assert verdict.status == "pass"
+    assert 0 < len(verdict.output) <= LIMITS.output_kb * 1024
+    assert me.memory_info().rss - rss_before < 50 * 2**20
+
+
+def test_forged_protocol_messages_cannot_pass_other_cases(sandbox):
+    # The verifier shares its process with the protocol code and can write to the reply fd itself. The worst it can
+    # do is answer for itself: the expected outputs never enter the child, and replies are validated.
+    code = src("""
+        import os
+        def evaluate(response):
+            for fd in range(3, 20):
+                try:
+                    os.write(fd, b'{"result": true}\\n{"result": true}\\n' + b'x' * 3000000)
+                except OSError:
+                    pass
+            return False
+    """)
+    verdicts = sandbox.check(code, [("a", True), ("b", "secret-expected")])
+    assert verdicts[1].status != "pass"
+
+
+# -- threads and parallel jobs ------------------------------------------------------------------------------------
+
+
+def test_check_from_a_non_main_thread(sandbox):
+    results = {}
+
+    def run(name, code):
+        results[name] = sandbox.check(code, [("a", "a")])
+
+    threads = [
+        threading.Thread(target=run, args=("loop", "def evaluate(r):\n    while True:\n        pass\n")),
+        threading.Thread(target=run, args=("honest", "def evaluate(r):\n    return r\n")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert [v.status for v in results["loop"]] == ["timeout"]
+    assert [v.status for v in results["honest"]] == ["pass"]
+
+
+def test_check_many_keeps_order_and_survives_a_killed_worker(sandbox):
+    baseline = sandbox_processes()
+    jobs = [(f"def evaluate(r):\n    return r + '{k}'\n", [("x", f"x{k}"), ("y", f"y{k}")]) for k in range(5)]
+    jobs[2] = ("import os\ndef evaluate(r):\n    os.kill(os.getpid(), 9)\n", [("x", True), ("y", True)])
+    results = sandbox.check_many(jobs)
+    assert len(results) == 5
+    for k in (0, 1, 3, 4):
+        assert [v.status for v in results[k]] == ["pass", "pass"], results[k]
+    assert [v.status for v in results[2]] == ["error", "error"]  # each case killed its own (fresh) worker
+    assert all("SIGKILL" in v.detail for v in results[2])
+    assert_no_leftovers(baseline)
+
+
+def test_check_many_runs_jobs_in_parallel(sandbox):
+    # Each job prints when its call started and ended (wall clock); with two workers the two intervals overlap.
+    code = src("""
+        import time
+        def evaluate(r):
+            start = time.time()
+            time.sleep(1)
+            print(start, time.time())
+            return True
+    """)
+    results = sandbox.check_many([(code, [("a", True)]), (code, [("b", True)])])
+    assert [r[0].status for r in results] == ["pass", "pass"]
+    (a0, a1), (b0, b1) = (map(float, r[0].output.split()) for r in results)
+    assert a0 < b1 and b0 < a1
+
+
+def test_closed_sandbox_refuses_work():
+    box = Sandbox(Limits(workers=1))
+    box.close()
+    with pytest.raises(RuntimeError):
+        box.check("def evaluate(r):\n    return True\n", [("a", True)])
+
+
+def test_huge_result_is_refused_not_buffered(sandbox):
+    [verdict] = sandbox.check("def evaluate(r):\n    return 'x' * (8 << 20)\n", [("a", "x")])
+    assert verdict.status == "error" and "result too large to transfer" in verdict.detail
+
+
+def test_engine_never_runs_verifier_code(sandbox):
+    # A verifier that would leave a trace in the environment if it ran in this process.
+    code = "import sys\nsys.modules['os'].environ['RAN_HERE'] = '1'\ndef evaluate(r):\n    return True\n"
+    assert sandbox.check(code, [("a", True)])[0].status == "pass"
+    assert "RAN_HERE" not in os.environ
+    assert sys.modules.get("verifier") is None
