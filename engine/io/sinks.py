@@ -198,6 +198,10 @@ def _count(counts: RoundCounts, table: pa.Table, ok: pa.ChunkedArray) -> None:
     for name in SUMMED_COLUMNS:
         if name in table.column_names:
             counts.sums[name] += int(pc.sum(table[name]).as_py() or 0)
+    if "sandbox_isolation" in table.column_names:
+        for mode in table["sandbox_isolation"].to_pylist():
+            if mode:
+                counts.sums[f"sandbox:{mode}"] += 1
     kept = table.filter(ok)
     for name in SCORE_COLUMNS:
         if name in kept.column_names:

@@ -80,6 +80,7 @@ def summarise(per_round: list[dict]) -> dict:
         "functions_kept_rate": rate(c.get("cv_funcs_kept", 0), c.get("cv_funcs_executable", 0)),
     }
     out["instructions_verified_rate"] = rate(out["instructions_verified"], out["instructions_in"])
+    out["sandbox_isolation"] = sorted(k.split(":", 1)[1] for k in c if k.startswith("sandbox:"))
     if len(per_round) > 2:
         out["answers_kept"] = per_round[2]["rows_out"]
         out["answers_kept_rate"] = rate(per_round[2]["rows_out"], per_round[2]["rows_in"])

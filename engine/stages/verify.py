@@ -76,7 +76,11 @@ class CrossValidate:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["id"])
-        added = default_columns(n, {**CROSS_VALIDATE_COUNTS, "eval_funcs": "[]", "cases": "[]", "func_accuracy": "[]"})
+        added = default_columns(n, {**CROSS_VALIDATE_COUNTS, "eval_funcs": "[]", "cases": "[]", "func_accuracy": "[]",
+                                    "sandbox_isolation": ""})
+        # Which isolation the verifiers ran under (engine/sandbox/README.md): recorded on every row it judged.
+        added["sandbox_isolation"][ok_mask(batch)] = (
+            f"{self.sandbox.network_isolation}/{self.sandbox.process_isolation}")
         reasons, details = [""] * n, [""] * n
         for i in np.flatnonzero(ok_mask(batch)):
             reasons[i], details[i] = self._row(json.loads(batch["verifications"][i]), added, i)

@@ -4,6 +4,7 @@ what that must still guarantee (every line and constraint accounted for, the pas
 covered by the unit tests of its expansion and the Respond stage."""
 
 import json
+import os
 
 import pyarrow.parquet as pq
 
@@ -37,5 +38,8 @@ def test_autoif_phases_account_for_every_line_and_constraint(local_ray, tiny_cfg
     assert rates["augment_lines"] == lines
     assert phase2["counts"]["cv_generations"] == 2 * rates["instructions_in"]
     assert rates["instructions_verified"] == phase2["rows_out"]
+    assert len(rates["sandbox_isolation"]) == 1
+    if os.geteuid() == 0:  # root here can unshare network and PID namespaces
+        assert rates["sandbox_isolation"] == ["namespace/pid_namespace"]
     if phase2["rows_out"] == 0:
         assert summary["rounds_completed"] == 2  # nothing verified: phase 3 has nothing to answer
