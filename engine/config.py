@@ -42,6 +42,7 @@ class FidelityConfig:
     """Switches that reproduce quirks of the research code; defaults follow the paper."""
 
     breadth_stray_quote: bool = False  # the research code's stray "'" before "You MUST" in the breadth prompt
+    auto_evol_parse: str = "robust"  # seed: split on "#Finally Rewritten Instruction#:\n" | robust: format drift
 
 
 @dataclass

@@ -32,6 +32,10 @@ def get_recipe(name: str):
         from engine.recipes import autoif
 
         return autoif
+    if name == "auto_evol":
+        from engine.recipes import auto_evol
+
+        return auto_evol
     from engine.config import ConfigError
 
-    raise ConfigError(f"recipe.name={name!r} is not a recipe; available: evol_instruct, autoif")
+    raise ConfigError(f"recipe.name={name!r} is not a recipe; available: evol_instruct, autoif, auto_evol")

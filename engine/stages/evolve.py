@@ -53,30 +53,40 @@ class Evolve:
         )
         seeds = row_seeds(self.run_seed, "evolve", self.round_num, [batch["id"][i] for i in rows])
         generations = self.model.generate(prompts, sampling, seeds) if len(rows) else []
+        texts = [generation.text.strip() for generation in generations]
+        return record_evolution(batch, rows, generations, texts, methods, self.evolver, self.settings, self.round_num)
 
-        parent_ids = batch["id"].copy()
-        parent_instructions = batch["instruction"].copy()
-        new = {k: np.asarray(batch[k], dtype=object).copy() for k in ("id", "parent_id", "parent_instruction",
-                                                                       "instruction", "output", "method", "evolver")}
-        failed = np.zeros(n, dtype=bool)
-        errors = [""] * n
-        for i, generation in zip(rows, generations):
-            new["id"][i] = evolved_row_id(parent_ids[i], self.round_num)
-            new["parent_id"][i] = parent_ids[i]
-            new["parent_instruction"][i] = parent_instructions[i]
-            new["instruction"][i] = generation.text.strip()
-            new["output"][i] = ""
-            new["method"][i] = methods[i]
-            new["evolver"][i] = self.evolver
-            batch["evolve_temperature"][i] = self.settings.temperature
-            batch["evolve_top_p"][i] = self.settings.top_p
-            batch["evolve_max_new_tokens"][i] = self.settings.max_new_tokens
-            batch["evolve_prompt_tokens"][i] = generation.prompt_tokens
-            batch["evolve_tokens"][i] = generation.generated_tokens
-            batch["evolve_finish"][i] = generation.finish_reason
-            if generation.error:
-                failed[i], errors[i] = True, generation.error
-        batch.update(new)
-        batch["round"] = np.where(ok, self.round_num, np.asarray(batch["round"], dtype=np.int64)).astype(np.int64)
-        reject(batch, failed, "generation_error", errors, stage="evolve")
-        return batch
+
+def record_evolution(batch: dict[str, np.ndarray], rows, generations, texts: list[str], methods: list[str],
+                     evolver: str, settings, round_num: int) -> dict[str, np.ndarray]:
+    """Turn each generated row into its round-r child in place: new id and lineage, the evolved instruction
+    (`texts`, aligned with `rows`), the sampling settings and token counts; failed generations are rejected.
+    `batch` must already hold EVOLVE_COLUMNS."""
+    n = len(batch["id"])
+    ok = ok_mask(batch)
+    parent_ids = batch["id"].copy()
+    parent_instructions = batch["instruction"].copy()
+    new = {k: np.asarray(batch[k], dtype=object).copy() for k in ("id", "parent_id", "parent_instruction",
+                                                                   "instruction", "output", "method", "evolver")}
+    failed = np.zeros(n, dtype=bool)
+    errors = [""] * n
+    for i, generation, text in zip(rows, generations, texts):
+        new["id"][i] = evolved_row_id(parent_ids[i], round_num)
+        new["parent_id"][i] = parent_ids[i]
+        new["parent_instruction"][i] = parent_instructions[i]
+        new["instruction"][i] = text
+        new["output"][i] = ""
+        new["method"][i] = methods[i]
+        new["evolver"][i] = evolver
+        batch["evolve_temperature"][i] = settings.temperature
+        batch["evolve_top_p"][i] = settings.top_p
+        batch["evolve_max_new_tokens"][i] = settings.max_new_tokens
+        batch["evolve_prompt_tokens"][i] = generation.prompt_tokens
+        batch["evolve_tokens"][i] = generation.generated_tokens
+        batch["evolve_finish"][i] = generation.finish_reason
+        if generation.error:
+            failed[i], errors[i] = True, generation.error
+    batch.update(new)
+    batch["round"] = np.where(ok, round_num, np.asarray(batch["round"], dtype=np.int64)).astype(np.int64)
+    reject(batch, failed, "generation_error", errors, stage="evolve")
+    return batch

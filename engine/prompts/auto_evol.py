@@ -1,0 +1,94 @@
+"""Auto Evol-Instruct prompts (paper Figs. 15 and 18), byte-exact, and the parser of the 4-step answer."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+BASE_INSTRUCTION = (
+    "You are an Instruction Rewriter that rewrites the given #Instruction# into a more complex version.\n"
+    "Please follow the steps below to rewrite the given #Instruction# into a more complex version.\n\n"
+    "Step 1: Please read the #Instruction# carefully and list all the possible methods to make this instruction "
+    "more complex (to make it a bit harder for well-known AI assistants such as ChatGPT and GPT4 to handle). "
+    "Please do not provide methods to change the language of the instruction!\n\n"
+    "Step 2: Please create a comprehensive plan based on the #Methods List# generated in Step 1 to make the "
+    "#Instruction# more complex. The plan should include several methods from the #Methods List#.\n\n"
+    "Step 3: Please execute the plan step by step and provide the #Rewritten Instruction#. #Rewritten Instruction# "
+    "can only add 10 to 20 words into the #Instruction#.\n\n"
+    "Step 4: Please carefully review the #Rewritten Instruction# and identify any unreasonable parts. Ensure that "
+    "the #Rewritten Instruction# is only a more complex version of the #Instruction#. Just provide the #Final "
+    "Rewritten Instruction# without any explanation.\n\n"
+    "Please reply strictly in the following format:\n\n"
+    "Step 1 #Methods List#:\n"
+    "Step 2 #Plan#:\n"
+    "Step 3 #Rewritten Instruction#:\n"
+    "Step 4 #Finally Rewritten Instruction#:\n\n"
+    "#Instruction#:\n"
+)
+
+KEYWORD_PROMPT = (
+    "You are tasked with generating a concise summary for the given method of instruction evolution. Please follow "
+    "the steps below:\n\n"
+    "Step 1: Carefully read the given method of instruction evolution and identify the key concept or process it "
+    "describes.\n"
+    "Step 2: Create a short and simple phrase that accurately summarizes the core idea of the method. The summary "
+    "should be succinct and focus on the essence of the evolution process.\n"
+    "Ensure that the phrase does not contain any unnecessary symbols, punctuation, or formatting. It should be just "
+    "a brief, clear description of the method.\n"
+    "Please ignore the numerical labels or special identifiers at the beginning of the methods.\n"
+    "Provide only the summary phrase without any further explanation or additional information.\n\n"
+    "Method of Instruction Evolution:\n"
+)
+
+SEED_SPLIT = "#Finally Rewritten Instruction#:\n"  # the research code's exact split string
+
+
+def auto_evol_prompt(instruction: str) -> str:
+    """The universal 4-step evolving prompt around one instruction (concatenation: instructions hold braces)."""
+    return BASE_INSTRUCTION + instruction
+
+
+def keyword_prompt(method: str) -> str:
+    """The prompt that summarises one Step-1 method line into a keyword phrase (trajectory analysis)."""
+    return KEYWORD_PROMPT + method
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """The four parts of a 4-step answer; `final` empty means it could not be parsed."""
+
+    methods: str
+    plan: str
+    rewritten: str
+    final: str
+
+
+# Step headers as models actually write them: optional markdown (#, *, **), optional "Step N", spacing variants,
+# the label with or without its # marks, then ":" or a line break.
+_HEADER = r"(?:^|\n)[ \t>*#_]*(?:step\s*{n}\s*[:.)-]?\s*)?[*_ ]*#?\s*{label}\s*#?[*_ ]*\s*(?::|\n)"
+_LABELS = {1: r"methods?\s*list", 2: r"plan", 3: r"rewritten\s*instruction", 4: r"finally\s*rewritten\s*instruction"}
+_HEADERS = {n: re.compile(_HEADER.format(n=n, label=label), re.IGNORECASE) for n, label in _LABELS.items()}
+
+
+def parse_trajectory(text: str, mode: str = "robust") -> Trajectory:
+    """Split a 4-step answer. mode "seed": the research code's `text.split("#Finally Rewritten Instruction#:\\n",
+    1)[1]` for the final instruction (Step 1 via its split on "Step 2 #Plan#"); "robust": tolerant of markdown,
+    spacing, case and a missing newline, each part cut at the next step header."""
+    if mode == "seed":
+        final = text.split(SEED_SPLIT, 1)[1].strip() if SEED_SPLIT in text else ""
+        methods = text.split("Step 2 #Plan#", 1)[0]
+        return Trajectory(methods.strip(), "", "", final)
+    if mode != "robust":
+        raise ValueError(f"auto_evol.parse_mode must be seed or robust, not {mode!r}")
+    spans = {}
+    for n, header in _HEADERS.items():
+        matches = list(header.finditer(text))
+        if matches:
+            match = matches[-1] if n == 4 else matches[0]  # the answer's last Step 4, after any echo of the format
+            spans[n] = match
+    parts = {}
+    for n, match in spans.items():
+        later = [m.start() for k, m in spans.items() if k > n and m.start() >= match.end()]
+        end = min(later) if later else len(text)
+        parts[n] = text[match.end():end].strip().strip("*_").strip()
+    return Trajectory(parts.get(1, ""), parts.get(2, ""), parts.get(3, ""), parts.get(4, ""))

@@ -1,0 +1,24 @@
+"""recipe=auto_evol through a local Ray on the tiny model: every row accounted for, trajectories kept with the
+raw answer. (The optimizer loop of Zeng et al. is not built yet.)"""
+
+import json
+
+from engine.runner import run
+
+
+def test_auto_evol_accounts_for_every_row(local_ray, tiny_cfg, tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({"instruction": f"Explain idea {i} about tides."}) + "\n" for i in range(12)))
+    tiny_cfg.recipe.name = "auto_evol"
+    tiny_cfg.data.path = str(seeds)
+    tiny_cfg.recipe.evolve.max_new_tokens = 24
+    tiny_cfg.cluster.batch_size = 4
+    tiny_cfg.run.progress = False
+    summary = run(tiny_cfg)
+
+    assert summary["rows_in"] == 12 and summary["rows_conserved"]
+    rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects" / "round_1.jsonl").open()]
+    assert len(rejects) + summary["rows_out"] == 12
+    unparsable = [r for r in rejects if r["reason"] == "unparsable"]
+    assert unparsable and all(r["evolve_raw"] and r["method"] == "auto_evol" for r in unparsable)
+    assert summary["rejected_by_method"]["auto_evol"]["unparsable"] == len(unparsable)
