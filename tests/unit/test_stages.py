@@ -48,3 +48,15 @@ def test_respond_fills_output_and_skips_rejected(tiny_cfg):
     ok = out["status"] == "ok"
     assert all(out["output"][ok])  # ok rows carry a non-empty answer; empty answers were rejected
     assert len(out["id"]) == 3
+
+
+def test_respond_answers_autoif_rows_with_the_concat_prompt(tiny_cfg):
+    from engine.prompts.autoif import concat_prompt
+
+    stage = Respond(tiny_cfg, round_num=3, prompt="autoif")
+    sent = []
+    generate = stage.model.generate
+    stage.model.generate = lambda prompts, sampling, seeds=None: sent.extend(prompts) or generate(prompts, sampling, seeds)
+    batch = seed_batch(["End with 'Done.'"], ["How do tides work?"])
+    stage(batch)
+    assert sent == [concat_prompt("End with 'Done.'", "How do tides work?")]
