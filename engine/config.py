@@ -151,6 +151,14 @@ class AutoIFConfig:
 
 
 @dataclass
+class AutoEvolConfig:
+    """Auto Evol-Instruct options beyond the paper's run."""
+
+    keywords: bool = False  # trajectory analysis: summarise every Step-1 method line into a keyword phrase
+    keyword_tokens: int = 32
+
+
+@dataclass
 class Config:
     """The whole run: one object, saved resolved beside every output."""
 
@@ -163,6 +171,7 @@ class Config:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     autoif: AutoIFConfig = field(default_factory=AutoIFConfig)
+    auto_evol: AutoEvolConfig = field(default_factory=AutoEvolConfig)
     rounds: int = 1
 
 

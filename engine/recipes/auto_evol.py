@@ -7,14 +7,17 @@ from engine.config import Config
 from engine.recipes import StageSpec
 from engine.stages.auto_evolve import AutoEvolve
 from engine.stages.eliminate import Eliminate
+from engine.stages.keywords import TrajectoryKeywords
 from engine.stages.respond import Respond
 from engine.stages.score import Score
 
 
 def stages(cfg: Config, round_num: int) -> list[StageSpec]:
     """The stages of one round, in order."""
-    steps = [
-        StageSpec(AutoEvolve, {"round_num": round_num}),
+    steps = [StageSpec(AutoEvolve, {"round_num": round_num})]
+    if cfg.auto_evol.keywords:
+        steps.append(StageSpec(TrajectoryKeywords, {"round_num": round_num}))
+    steps += [
         StageSpec(Eliminate, {"round_num": round_num}),
         StageSpec(Respond, {"round_num": round_num}),
     ]

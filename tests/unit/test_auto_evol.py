@@ -96,3 +96,47 @@ def test_auto_evolve_stage_rejects_unparsable_answers_with_the_raw_text(tiny_cfg
         assert out["status"][i] == "rejected" and out["reason"][i] == "unparsable"
         assert out["evolve_raw"][i] and out["method"][i] == "auto_evol" and out["id"][i].endswith(".r1")
         assert out["parent_instruction"][i] == ["Name a colour.", "Sort three numbers."][i]
+
+
+def test_method_lines_and_keyword_counts():
+    from engine.stages.keywords import count_keywords, method_lines
+
+    methods = "Step 1 #Methods List#:\n1. Add a time limit\n\n2. Ask for a comparison\n#Method List# end"
+    assert method_lines(methods) == ["1. Add a time limit", "2. Ask for a comparison"]
+    counts = count_keywords([["Time constraint", "time constraint."], ["Comparison", "Time constraint"], []])
+    assert counts == {"keywords": 4, "distinct_exact": 3, "distinct_normalised": 2}
+
+
+def test_keyword_stage_summarises_each_method_line(tiny_cfg):
+    import json
+
+    import numpy as np
+
+    from engine.stages.keywords import TrajectoryKeywords
+    from tests.conftest import seed_batch
+
+    tiny_cfg.auto_evol.keyword_tokens = 4
+    batch = seed_batch(["a", "b"])
+    batch["traj_methods"] = np.array(["1. Add a limit\n2. Compare", ""], dtype=object)
+    out = TrajectoryKeywords(tiny_cfg, round_num=1)(batch)
+    assert len(json.loads(out["traj_keywords"][0])) <= 2 and out["traj_keywords"][1] == "[]"
+
+
+def test_balance_samples_the_larger_run_down_with_a_seed(tmp_path):
+    import json
+
+    from engine.balance import balance
+
+    for name, n in (("slm", 10), ("llm", 4)):
+        run = tmp_path / name
+        (run / "alpaca").mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps({"rounds_completed": 1}))
+        (run / "alpaca" / "round_1.jsonl").write_text("".join(json.dumps({"instruction": f"{name} {i}"}) + "\n"
+                                                              for i in range(n)))
+    report = balance(tmp_path / "slm", tmp_path / "llm", tmp_path / "out", seed=3)
+    assert report["sizes"] == [10, 4] and report["kept_each"] == 4
+    slm = (tmp_path / "out" / "slm.jsonl").read_text().splitlines()
+    assert len(slm) == 4 and len(set(slm)) == 4
+    assert (tmp_path / "out" / "llm.jsonl").read_text() == (tmp_path / "llm" / "alpaca" / "round_1.jsonl").read_text()
+    again = balance(tmp_path / "slm", tmp_path / "llm", tmp_path / "out2", seed=3)
+    assert (tmp_path / "out2" / "slm.jsonl").read_text().splitlines() == slm and again["kept_each"] == 4

@@ -14,6 +14,7 @@ def test_auto_evol_accounts_for_every_row(local_ray, tiny_cfg, tmp_path):
     tiny_cfg.recipe.evolve.max_new_tokens = 24
     tiny_cfg.cluster.batch_size = 4
     tiny_cfg.run.progress = False
+    tiny_cfg.auto_evol.keywords = True
     summary = run(tiny_cfg)
 
     assert summary["rows_in"] == 12 and summary["rows_conserved"]
@@ -22,3 +23,8 @@ def test_auto_evol_accounts_for_every_row(local_ray, tiny_cfg, tmp_path):
     unparsable = [r for r in rejects if r["reason"] == "unparsable"]
     assert unparsable and all(r["evolve_raw"] and r["method"] == "auto_evol" for r in unparsable)
     assert summary["rejected_by_method"]["auto_evol"]["unparsable"] == len(unparsable)
+
+    from engine.report.keywords import keyword_report
+
+    report = keyword_report(tmp_path / "out")  # the random model writes no Step-1 list: nothing to count
+    assert report == {"tiny": {"keywords": 0, "distinct_exact": 0, "distinct_normalised": 0}}

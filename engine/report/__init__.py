@@ -1,0 +1,1 @@
+"""Aggregates over finished runs (read from their output directories, streaming)."""
