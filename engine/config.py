@@ -156,6 +156,16 @@ class AutoEvolConfig:
 
     keywords: bool = False  # trajectory analysis: summarise every Step-1 method line into a keyword phrase
     keyword_tokens: int = 32
+    # The optimizer loop the paper left out (Zeng et al. 2024): evolve a mini-batch with the current method, let
+    # the model analyse the failed evolutions and propose improved methods, keep the lowest dev failure rate.
+    optimize: bool = False
+    steps: int = 2
+    candidates: int = 3  # improved methods sampled per step
+    train_rows: int = 8  # mini-batch evolved and analysed per step (the first seed rows)
+    dev_rows: int = 8  # held-out rows each candidate's failure rate is measured on (the next seed rows)
+    optimizer: SamplingConfig = field(default_factory=lambda: SamplingConfig(0.7, 0.95, 1024))
+    method: Optional[str] = None  # the evolving method text (None: the paper's universal 4-step prompt)
+    optimizer_model: Optional[ModelConfig] = None  # the model that analyses and rewrites methods (None: the evolver)
 
 
 @dataclass

@@ -64,6 +64,42 @@ def init_ray(cfg: Config) -> bool:
     return True
 
 
+def prepare_ray(cfg: Config) -> bool:
+    """Build/convert embedded models once (actors then only load them), join or start Ray, set Ray Data's
+    context; True if this call started Ray."""
+    resolve_model_path(cfg.model)
+    if cfg.scoring.enabled:
+        resolve_model_path(cfg.scorer)
+    started = init_ray(cfg)
+    context = DataContext.get_current()
+    context.max_errored_blocks = cfg.cluster.max_errored_blocks
+    context.enable_progress_bars = cfg.run.progress
+    return started
+
+
+def first_instructions(files: list[Path], n: int) -> list[str]:
+    """The instructions of the first `n` valid seed rows, read on the driver (a recipe's small warm-up sample)."""
+    found: list[str] = []
+    for path in files:
+        for records in iter_records(path, 0, batch_rows=max(1, n)):
+            found += [str(t) for t, s in zip(records["instruction"], records["status"]) if s == STATUS_OK]
+            if len(found) >= n:
+                return found[:n]
+    return found
+
+
+def call_in_actor(cfg: Config, cls: type, method: str, *args):
+    """Construct `cls(cfg)` in one Ray actor (with the model stages' resources), call `method(*args)` there and
+    return its result; for a recipe's one-off model work such as the Auto Evol-Instruct optimizer."""
+    cluster = cfg.cluster
+    options = {"num_cpus": cluster.actor_num_cpus, **({"num_gpus": cluster.actor_num_gpus} if cluster.actor_num_gpus else {})}
+    actor = ray.remote(cls).options(**options).remote(cfg, torch_threads=cluster.torch_threads)
+    try:
+        return ray.get(getattr(actor, method).remote(*args))
+    finally:
+        ray.kill(actor)
+
+
 def group_stages(specs: list[StageSpec]) -> list[list[StageSpec]]:
     """Each model stage with the cheap stages that follow it (they run in its actor); leading cheap stages alone."""
     groups: list[list[StageSpec]] = []
@@ -192,14 +228,9 @@ def run(cfg: Config, config_text: str | None = None) -> dict:
                 log.warning("round %d has no surviving rows to work on; stopping", round_num)
                 break
             if not prepared:
-                # Build/convert embedded models once here, so actors only load them.
-                resolve_model_path(cfg.model)
-                if cfg.scoring.enabled:
-                    resolve_model_path(cfg.scorer)
-                started_ray, prepared = init_ray(cfg), True
-                context = DataContext.get_current()
-                context.max_errored_blocks = cfg.cluster.max_errored_blocks
-                context.enable_progress_bars = cfg.run.progress
+                started_ray, prepared = prepare_ray(cfg), True
+                if hasattr(recipe, "before_rounds"):
+                    recipe.before_rounds(cfg, out, partial(first_instructions, files), partial(call_in_actor, cfg))
             built = recipe.round_input(cfg, round_num, out) if hasattr(recipe, "round_input") else None
             expansion = recipe.expand(cfg, round_num) if hasattr(recipe, "expand") else None
             extra: dict = {}
@@ -219,6 +250,7 @@ def run(cfg: Config, config_text: str | None = None) -> dict:
         if started_ray:
             ray.shutdown()
     summary = build_summary(cfg, rounds, files, skipped, time.perf_counter() - started)
+    summary["config_hash"] = manifest.header["config_hash"]  # of the config as given (a recipe may fill in more)
     write_dataset_info(out, [r.round for r in rounds], prefix=f"{cfg.recipe.name}_{cfg.model.name}")
     write_json(out / "summary.json", summary)
     return summary

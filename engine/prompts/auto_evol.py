@@ -92,3 +92,51 @@ def parse_trajectory(text: str, mode: str = "robust") -> Trajectory:
         end = min(later) if later else len(text)
         parts[n] = text[match.end():end].strip().strip("*_").strip()
     return Trajectory(parts.get(1, ""), parts.get(2, ""), parts.get(3, ""), parts.get(4, ""))
+
+
+# The optimizer loop's prompts (after Zeng et al. 2024, Automatic Instruction Evolving; wording ours: the paper
+# under study ran no optimizer, so there is no research-code text to match).
+ANALYSIS_HEAD = (
+    "Below are cases where an instruction was rewritten into a more complex version by following an evolving "
+    "method. For each case, Stage 0 is the original instruction and Stage 1 is the rewritten one.\n"
+    "Identify the cases that failed to evolve (for example: the rewrite answers the instruction instead of "
+    "rewriting it, copies it, drops its meaning, adds far more than 10 to 20 words, or leaves the required format) "
+    "and, for each, give its case number and the reason in one line.\n\n"
+)
+OPTIMIZE_HEAD = (
+    "You are an Instruction Method Optimizer. Here is the current method for rewriting an instruction into a more "
+    "complex version:\n\n### METHOD\n"
+)
+OPTIMIZE_TAIL = (
+    "\n### END\n\nHere is feedback on how this method failed on some instructions:\n"
+)
+OPTIMIZE_ASK = (
+    "\n\nWrite an improved method that avoids these failures. Keep its four steps and keep the reply format "
+    "it asks for, including the lines \"Step 4 #Finally Rewritten Instruction#:\" and \"#Instruction#:\" at the "
+    "end. Reply with the improved method only, between a line \"### METHOD\" and a line \"### END\"."
+)
+
+
+def analysis_prompt(cases: list[tuple[str, str]]) -> str:
+    """Evol-trajectory analysis: (original, rewritten) pairs numbered from 1."""
+    body = "".join(f"Case {k}:\nStage 0: {before}\nStage 1: {after}\n\n" for k, (before, after) in enumerate(cases, 1))
+    return ANALYSIS_HEAD + body
+
+
+def optimization_prompt(method: str, feedback: str) -> str:
+    """Method optimization: the current evolving method and the analysis of its failures."""
+    return OPTIMIZE_HEAD + method + OPTIMIZE_TAIL + feedback + OPTIMIZE_ASK
+
+
+def extract_method(text: str) -> str:
+    """The method between "### METHOD" and "### END" in an optimizer answer, ending with "#Instruction#:\n" so an
+    instruction can follow; "" when the answer holds no usable method (it must keep the Step 4 line)."""
+    start = text.find("### METHOD")
+    if start < 0:
+        return ""
+    body = text[start + len("### METHOD"):]
+    end = body.find("### END")
+    body = (body[:end] if end >= 0 else body).strip("\n")
+    if "#Finally Rewritten Instruction#" not in body or "#Instruction#:" not in body:
+        return ""
+    return body[: body.rindex("#Instruction#:")] + "#Instruction#:\n"

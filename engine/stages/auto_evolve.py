@@ -7,7 +7,7 @@ import numpy as np
 
 from engine.backends import Sampling, load_backend
 from engine.config import Config
-from engine.prompts.auto_evol import auto_evol_prompt, parse_trajectory
+from engine.prompts.auto_evol import BASE_INSTRUCTION, parse_trajectory
 from engine.records import default_columns, ok_mask, reject_with_reasons
 from engine.stages.evolve import EVOLVE_COLUMNS, record_evolution
 from engine.stages.seeding import row_seeds
@@ -27,6 +27,7 @@ class AutoEvolve:
         self.round_num = round_num
         self.settings = cfg.recipe.evolve
         self.parse_mode = cfg.recipe.fidelity.auto_evol_parse
+        self.method = cfg.auto_evol.method or BASE_INSTRUCTION  # an optimized method, when the loop ran
         self.run_seed = cfg.run.seed
         self.evolver = cfg.model.name
         self.model = load_backend(cfg.model, torch_threads=torch_threads)
@@ -35,7 +36,7 @@ class AutoEvolve:
         n = len(batch["id"])
         rows = np.flatnonzero(ok_mask(batch))
         batch.update(default_columns(n, {**EVOLVE_COLUMNS, **TRAJECTORY_COLUMNS}))
-        prompts = [auto_evol_prompt(str(batch["instruction"][i])) for i in rows]
+        prompts = [self.method + str(batch["instruction"][i]) for i in rows]
         sampling = Sampling(self.settings.temperature, self.settings.top_p, self.settings.max_new_tokens)
         seeds = row_seeds(self.run_seed, "auto_evolve", self.round_num, [batch["id"][i] for i in rows])
         generations = self.model.generate(prompts, sampling, seeds) if len(rows) else []

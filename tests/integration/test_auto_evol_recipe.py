@@ -28,3 +28,31 @@ def test_auto_evol_accounts_for_every_row(local_ray, tiny_cfg, tmp_path):
 
     report = keyword_report(tmp_path / "out")  # the random model writes no Step-1 list: nothing to count
     assert report == {"tiny": {"keywords": 0, "distinct_exact": 0, "distinct_normalised": 0}}
+
+
+def test_the_optimizer_loop_saves_every_candidate_and_its_choice(local_ray, tiny_cfg, tmp_path):
+    from engine.prompts.auto_evol import BASE_INSTRUCTION
+
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({"instruction": f"Explain idea {i} about tides."}) + "\n" for i in range(8)))
+    tiny_cfg.recipe.name = "auto_evol"
+    tiny_cfg.data.path = str(seeds)
+    tiny_cfg.recipe.evolve.max_new_tokens = 16
+    tiny_cfg.cluster.batch_size = 4
+    tiny_cfg.run.progress = False
+    opt = tiny_cfg.auto_evol
+    opt.optimize, opt.steps, opt.candidates, opt.train_rows, opt.dev_rows = True, 2, 2, 2, 2
+    opt.optimizer.max_new_tokens = 16
+    summary = run(tiny_cfg)
+
+    out = tmp_path / "out" / "optimizer"
+    steps = [json.loads(line) for line in (out / "steps.jsonl").open()]
+    assert [s["step"] for s in steps] == [1, 2]
+    for step in steps:
+        rates = step["dev_failure_rates"]
+        assert step["methods"][0] and len(rates) == len(step["methods"])
+        assert rates[step["chosen"]] == min(rates)  # the saved choice follows the selection rule
+        assert step["invalid_candidates"] + len(step["methods"]) - 1 <= 2 and step["feedback"] is not None
+    # The random model proposes no usable method, so the universal prompt stays the chosen one.
+    assert (out / "chosen_method.txt").read_text() == BASE_INSTRUCTION
+    assert summary["rows_in"] == 8 and summary["rows_conserved"]

@@ -140,3 +140,24 @@ def test_balance_samples_the_larger_run_down_with_a_seed(tmp_path):
     assert (tmp_path / "out" / "llm.jsonl").read_text() == (tmp_path / "llm" / "alpaca" / "round_1.jsonl").read_text()
     again = balance(tmp_path / "slm", tmp_path / "llm", tmp_path / "out2", seed=3)
     assert (tmp_path / "out2" / "slm.jsonl").read_text().splitlines() == slm and again["kept_each"] == 4
+
+
+def test_optimizer_selection_rule_prefers_the_lowest_failure_rate_and_keeps_the_current_on_ties():
+    from engine.stages.optimize import choose
+
+    assert choose([0.5, 0.25, 0.75]) == 1
+    assert choose([0.25, 0.25, 0.5]) == 0  # a candidate must beat the current method, not tie it
+    assert choose([0.5, 0.25, 0.25]) == 1  # among equal candidates the first sampled wins
+    assert choose([0.0]) == 0
+
+
+def test_candidate_methods_are_extracted_only_when_usable():
+    from engine.prompts.auto_evol import BASE_INSTRUCTION, extract_method, optimization_prompt
+
+    improved = BASE_INSTRUCTION.replace("10 to 20 words", "10 to 15 words")
+    answer = "Sure, here it is.\n### METHOD\n" + improved + "\n### END\nHope it helps."
+    assert extract_method(answer) == improved
+    assert extract_method("### METHOD\nJust make it harder.\n### END") == ""  # lost the reply format
+    assert extract_method("no method at all") == ""
+    prompt = optimization_prompt(BASE_INSTRUCTION, "Case 1: it answered the question.")
+    assert BASE_INSTRUCTION in prompt and "Case 1: it answered the question." in prompt
