@@ -1,19 +1,24 @@
 """recipe=auto_evol through a local Ray on the tiny model: every row accounted for, trajectories kept with the
-raw answer. (The optimizer loop of Zeng et al. is not built yet.)"""
+raw answer, keyword counting, and the optimizer loop's saved artefacts."""
 
 import json
 
 from engine.runner import run
 
 
-def test_auto_evol_accounts_for_every_row(local_ray, tiny_cfg, tmp_path):
+def auto_evol_cfg(cfg, tmp_path, rows: int, evolve_tokens: int):
     seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text("".join(json.dumps({"instruction": f"Explain idea {i} about tides."}) + "\n" for i in range(12)))
-    tiny_cfg.recipe.name = "auto_evol"
-    tiny_cfg.data.path = str(seeds)
-    tiny_cfg.recipe.evolve.max_new_tokens = 24
-    tiny_cfg.cluster.batch_size = 4
-    tiny_cfg.run.progress = False
+    seeds.write_text("".join(json.dumps({"instruction": f"Explain idea {i} about tides."}) + "\n" for i in range(rows)))
+    cfg.recipe.name = "auto_evol"
+    cfg.data.path = str(seeds)
+    cfg.recipe.evolve.max_new_tokens = evolve_tokens
+    cfg.cluster.batch_size = 4
+    cfg.run.progress = False
+    return cfg
+
+
+def test_auto_evol_accounts_for_every_row(local_ray, tiny_cfg, tmp_path):
+    tiny_cfg = auto_evol_cfg(tiny_cfg, tmp_path, rows=12, evolve_tokens=24)
     tiny_cfg.auto_evol.keywords = True
     summary = run(tiny_cfg)
 
@@ -33,13 +38,7 @@ def test_auto_evol_accounts_for_every_row(local_ray, tiny_cfg, tmp_path):
 def test_the_optimizer_loop_saves_every_candidate_and_its_choice(local_ray, tiny_cfg, tmp_path):
     from engine.prompts.auto_evol import BASE_INSTRUCTION
 
-    seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text("".join(json.dumps({"instruction": f"Explain idea {i} about tides."}) + "\n" for i in range(8)))
-    tiny_cfg.recipe.name = "auto_evol"
-    tiny_cfg.data.path = str(seeds)
-    tiny_cfg.recipe.evolve.max_new_tokens = 16
-    tiny_cfg.cluster.batch_size = 4
-    tiny_cfg.run.progress = False
+    tiny_cfg = auto_evol_cfg(tiny_cfg, tmp_path, rows=8, evolve_tokens=16)
     opt = tiny_cfg.auto_evol
     opt.optimize, opt.steps, opt.candidates, opt.train_rows, opt.dev_rows = True, 2, 2, 2, 2
     opt.optimizer.max_new_tokens = 16
