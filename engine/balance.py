@@ -19,9 +19,8 @@ def count_lines(path: Path) -> int:
         return sum(1 for _ in handle)
 
 
-def sample_lines(source: Path, target: Path, keep: int, seed: int) -> None:
-    """Copy `keep` lines of `source`, chosen with random.Random(seed) and written in their original order."""
-    total = count_lines(source)
+def sample_lines(source: Path, target: Path, total: int, keep: int, seed: int) -> None:
+    """Copy `keep` of the `total` lines of `source`, chosen with random.Random(seed), in their original order."""
     chosen = set(random.Random(seed).sample(range(total), keep)) if keep < total else None
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(source, "rb") as src, open(target, "wb") as dst:
@@ -39,8 +38,8 @@ def balance(run_a: Path, run_b: Path, out: Path, round_num: int | None = None, s
     sizes = [count_lines(f) for f in files]
     keep = min(sizes)
     names = [run_a.name, run_b.name] if run_a.name != run_b.name else ["a", "b"]
-    for source, name in zip(files, names):
-        sample_lines(source, out / f"{name}.jsonl", keep, seed)
+    for source, total, name in zip(files, sizes, names):
+        sample_lines(source, out / f"{name}.jsonl", total, keep, seed)
     report = {"inputs": [str(f) for f in files], "sizes": sizes, "kept_each": keep, "seed": seed,
               "outputs": [str(out / f"{name}.jsonl") for name in names]}
     write_json(out / "balance.json", report)

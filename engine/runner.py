@@ -8,7 +8,6 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
@@ -218,7 +217,7 @@ def run(cfg: Config, config_text: str | None = None) -> dict:
     rounds: list[RoundCounts] = []
     started_ray = prepared = False
     try:
-        total_rounds = recipe_rounds(cfg)
+        total_rounds = recipe_rounds(recipe, cfg)
         for round_num in range(1, total_rounds + 1):
             if (done := manifest.round_counts(round_num)) is not None:
                 log.info("round %d: complete in the manifest, not recomputed", round_num)
@@ -249,8 +248,8 @@ def run(cfg: Config, config_text: str | None = None) -> dict:
     finally:
         if started_ray:
             ray.shutdown()
-    summary = build_summary(cfg, rounds, files, skipped, time.perf_counter() - started)
-    summary["config_hash"] = manifest.header["config_hash"]  # of the config as given (a recipe may fill in more)
+    summary = build_summary(cfg, recipe, rounds, files, skipped, time.perf_counter() - started,
+                            manifest.header["config_hash"])
     write_dataset_info(out, [r.round for r in rounds], prefix=f"{cfg.recipe.name}_{cfg.model.name}")
     write_json(out / "summary.json", summary)
     return summary
@@ -283,8 +282,9 @@ def _run_round(ds, recipe, cfg: Config, round_num: int, expected: int, out: Path
         ds = stage_sized_blocks(ds, cfg)
         ds = apply_stages(ds, recipe.stages(cfg, round_num), cfg)
         commit_shards(ds, ledger, round_num, manifest, cfg)
-    files = [ledger / name for name in sorted(manifest.shards(round_num))]
-    written = sum(e["rows"] for e in manifest.shards(round_num).values())
+    shards = manifest.shards(round_num)
+    files = [ledger / name for name in sorted(shards)]
+    written = sum(e["rows"] for e in shards.values())
     if expansion:
         log.info("round %d: %d rows expanded into %d", round_num, expected, written)
         expected = written
@@ -406,40 +406,36 @@ def plan_selection(files: list[Path], cfg: Config) -> Cut:
     return cut
 
 
-def build_summary(cfg: Config, rounds: list[RoundCounts], files, skipped, wall: float) -> dict:
+def build_summary(cfg: Config, recipe, rounds: list[RoundCounts], files, skipped, wall: float,
+                  config_digest: str) -> dict:
     """The run summary: rows conserved overall (in = final out + every rejection) and per round, plus what the
-    recipe itself reports (e.g. AutoIF's pass rate at every filter)."""
-    summary = _summary(cfg, rounds, files, skipped, wall)
-    recipe = get_recipe(cfg.recipe.name)
-    if hasattr(recipe, "summarise"):
-        summary[cfg.recipe.name] = recipe.summarise([r.as_dict() for r in rounds])
-    return summary
-
-
-def _summary(cfg: Config, rounds: list[RoundCounts], files, skipped, wall: float) -> dict:
+    recipe itself reports (e.g. AutoIF's pass rate at every filter). `config_digest` is the manifest's hash of
+    the config as given (a recipe may fill in more, e.g. the optimized Auto Evol-Instruct method)."""
     rows_in = rounds[0].rows_in if rounds else 0
     rows_out = rounds[-1].rows_out if rounds else 0
     rejected = sum(r.rows_rejected for r in rounds)
-    total = lambda attr: _add_up(getattr(r, attr) for r in rounds)  # noqa: E731
-    return {
+    total = RoundCounts(round=0)
+    for r in rounds:
+        total.merge(r)
+    totals = total.as_dict()
+    phased = hasattr(recipe, "num_rounds")
+    summary = {
         "recipe": cfg.recipe.name,
         "model": cfg.model.name,
-        "config_hash": config_hash(cfg),
-        "rounds_requested": recipe_rounds(cfg),
+        "config_hash": config_digest,
+        "rounds_requested": recipe_rounds(recipe, cfg),
         "rounds_completed": len(rounds),
         "rows_in": rows_in,
         "rows_out": rows_out,
         "rows_rejected": rejected,
         # Chained recipes (Evol-Instruct) pass rows round to round; phased ones (AutoIF) build each phase's input.
-        "rows_conserved": (rows_in == rows_out + rejected) if not hasattr(get_recipe(cfg.recipe.name), "num_rounds")
-        else all(r.rows_in == r.rows_out + r.rows_rejected for r in rounds),
-        "rejected_by_reason": total("rejected_by_reason"),
-        "rejected_by_method": total("rejected_by_method"),
-        "rejected_by_model": total("rejected_by_model"),
-        "per_method": total("per_method"),
+        "rows_conserved": all(r.rows_in == r.rows_out + r.rows_rejected for r in rounds) if phased
+        else rows_in == rows_out + rejected,
+        **{key: totals[key] for key in ("rejected_by_reason", "rejected_by_method", "rejected_by_model",
+                                        "per_method")},
         "per_round": [r.as_dict() for r in rounds],
-        "tokens": total("tokens"),
-        "counts": total("sums"),
+        "tokens": totals["tokens"],
+        "counts": totals["counts"],
         "resumed": {"shards_reused": sum(r.reused_shards for r in rounds),
                     "rows_reused": sum(r.reused_rows for r in rounds)},
         "scores": rounds[-1].score_means() if rounds else {},
@@ -453,21 +449,11 @@ def _summary(cfg: Config, rounds: list[RoundCounts], files, skipped, wall: float
             "rejects": [f"rejects/round_{r.round}.jsonl" for r in rounds],
         },
     }
+    if hasattr(recipe, "summarise"):
+        summary[cfg.recipe.name] = recipe.summarise([r.as_dict() for r in rounds])
+    return summary
 
 
-def _add_up(counters) -> dict:
-    """Sum counters (or dicts of counters) over rounds into plain sorted dicts."""
-    total: dict = {}
-    for counter in counters:
-        for key, value in counter.items():
-            if isinstance(value, Mapping):
-                total[key] = _add_up([total.get(key, {}), value])
-            else:
-                total[key] = total.get(key, 0) + value
-    return dict(sorted(total.items()))
-
-
-def recipe_rounds(cfg: Config) -> int:
+def recipe_rounds(recipe, cfg: Config) -> int:
     """How many rounds the recipe runs: `rounds` for Evol-Instruct, a fixed number of phases for others."""
-    recipe = get_recipe(cfg.recipe.name)
     return recipe.num_rounds(cfg) if hasattr(recipe, "num_rounds") else cfg.rounds

@@ -116,12 +116,13 @@ def _id_slots(path: Path, batch_rows: int = 10000) -> Iterator[tuple[int, int, o
             if isinstance(value, dict) and value.get("id") is not None:
                 yield index, lineno, value["id"]
     elif fmt in (".parquet", "hf"):
-        names = _open_parquet(path).schema_arrow.names if fmt == ".parquet" else _load_hf(path).column_names
+        source = _open_parquet(path) if fmt == ".parquet" else _load_hf(path)
+        names = source.schema_arrow.names if fmt == ".parquet" else source.column_names
         if "id" not in names:
             return
         batches = (
-            (b.to_pydict() for b in _open_parquet(path).iter_batches(batch_size=batch_rows, columns=["id"]))
-            if fmt == ".parquet" else _load_hf(path).select_columns(["id"]).iter(batch_size=batch_rows)
+            (b.to_pydict() for b in source.iter_batches(batch_size=batch_rows, columns=["id"]))
+            if fmt == ".parquet" else source.select_columns(["id"]).iter(batch_size=batch_rows)
         )
         index = 0
         for batch in batches:

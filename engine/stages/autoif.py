@@ -17,9 +17,9 @@ from engine.backends import Sampling, load_backend
 from engine.config import AutoIFConfig, Config
 from engine.io.readers import records_from_rows
 from engine.prompts.autoif import augment_prompt
-from engine.records import ok_mask, reject
-from engine.stages.autoif_rules import augment_lines, dedup_instructions
-from engine.stages.seeding import row_seed
+from engine.records import ok_mask, reject, reject_with_reasons
+from engine.stages.autoif_rules import augment_lines, dedup_counts, line_verdicts
+from engine.stages.seeding import row_seed, row_seeds
 
 
 def seed_constraints(cfg: AutoIFConfig) -> list[str]:
@@ -60,7 +60,7 @@ class AugmentGen:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = np.flatnonzero(ok_mask(batch))
         sampling = Sampling(self.settings.temperature, self.settings.top_p, self.settings.max_new_tokens)
-        seeds = [row_seed(self.run_seed, "augment", self.round_num, str(batch["id"][i])) for i in rows]
+        seeds = row_seeds(self.run_seed, "augment", self.round_num, [batch["id"][i] for i in rows])
         generations = self.model.generate([self.prompt] * len(rows), sampling, seeds) if len(rows) else []
         output = np.asarray(batch["output"], dtype=object).copy()
         failed, errors = np.zeros(len(output), dtype=bool), [""] * len(output)
@@ -80,28 +80,18 @@ def instruction_rows(cfg: Config, calls: list[tuple[str, str]]) -> tuple[dict[st
     seeds = seed_constraints(cfg.autoif)
     lines = [(f"{call_id}.l{j}", text) for call_id, generation in calls
              for j, text in enumerate(augment_lines(generation))]
-    kept, counts = dedup_instructions(seeds, [text for _, text in lines])
-    new = iter(kept[len(seeds):])
-    next_new = next(new, None)
-    rows, problems = [{"id": f"seed-{i:03d}", "instruction": s} for i, s in enumerate(seeds)], {}
-    seen = set()
-    for line_id, text in lines:
-        if text and text == next_new and text not in seen:
-            rows.append({"id": line_id, "instruction": text})
-            seen.add(text)
-            next_new = next(new, None)
-        else:
-            rows.append({"id": line_id, "instruction": text or "(empty line)"})
-            problems[len(rows) - 1] = ("empty_line", "the line is empty") if not text else (
-                "duplicate_instruction", "the line repeats a seed or an earlier line (exactly or once normalised)")
+    line_checks = line_verdicts(seeds, [text for _, text in lines])
+    verdicts = [""] * len(seeds) + line_checks
+    rows = [{"id": f"seed-{i:03d}", "instruction": s} for i, s in enumerate(seeds)]
+    rows += [{"id": line_id, "instruction": text or "(empty line)"} for line_id, text in lines]
     batch = records_from_rows(rows, "autoif-augment")
     # Lines the record checks refuse (e.g. a NUL character) were rejected at "read": they are augmentation output.
     batch["rejected_at"] = np.where(batch["rejected_at"] == "read", "augment", batch["rejected_at"]).astype(object)
-    for index, (reason, detail) in problems.items():
-        mask = np.zeros(len(batch["id"]), dtype=bool)
-        mask[index] = True
-        reject(batch, mask, reason, detail, stage="augment")
-    return batch, counts
+    reasons = [{"": "", "empty": "empty_line"}.get(v, "duplicate_instruction") for v in verdicts]
+    details = [{"": "", "empty": "the line is empty"}.get(
+        v, "the line repeats a seed or an earlier line (exactly or once normalised)") for v in verdicts]
+    reject_with_reasons(batch, reasons, details, stage="augment")
+    return batch, dedup_counts(line_checks)
 
 
 def expand_queries(batch: dict[str, np.ndarray], queries: list[str], per_instruction: int, run_seed: int,

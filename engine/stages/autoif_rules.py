@@ -21,25 +21,38 @@ def augment_lines(text: str) -> list[str]:
     return [line.strip("- ").strip() for line in text.split("\n")]
 
 
+def line_verdicts(seeds: list[str], generated: list[str]) -> list[str]:
+    """Per generated line: "" for a new instruction, else "empty", "exact_duplicate" or "normalised_duplicate"
+    (of a seed or an earlier line)."""
+    seen_exact, seen_norm, verdicts = set(seeds), {normalise(s) for s in seeds}, []
+    for line in generated:
+        if not line:
+            verdicts.append("empty")
+        elif line in seen_exact:
+            verdicts.append("exact_duplicate")
+        elif (norm := normalise(line)) in seen_norm:
+            verdicts.append("normalised_duplicate")
+        else:
+            verdicts.append("")
+            seen_exact.add(line)
+            seen_norm.add(norm)
+    return verdicts
+
+
 def dedup_instructions(seeds: list[str], generated: list[str]) -> tuple[list[str], dict[str, int]]:
     """Seeds first (always kept), then new non-empty lines that are neither an exact nor a normalised repeat.
 
     Returns the instructions and counts: lines, empty, exact duplicates, normalised duplicates, kept new."""
-    kept, seen_exact, seen_norm = list(seeds), set(seeds), {normalise(s) for s in seeds}
-    counts = {"lines": len(generated), "empty": 0, "exact_duplicate": 0, "normalised_duplicate": 0, "new": 0}
-    for line in generated:
-        if not line:
-            counts["empty"] += 1
-        elif line in seen_exact:
-            counts["exact_duplicate"] += 1
-        elif (norm := normalise(line)) in seen_norm:
-            counts["normalised_duplicate"] += 1
-        else:
-            kept.append(line)
-            seen_exact.add(line)
-            seen_norm.add(norm)
-            counts["new"] += 1
-    return kept, counts
+    verdicts = line_verdicts(seeds, generated)
+    return list(seeds) + [line for line, verdict in zip(generated, verdicts) if not verdict], dedup_counts(verdicts)
+
+
+def dedup_counts(verdicts: list[str]) -> dict[str, int]:
+    """Lines in all, and how many of them were empty, exact duplicates, normalised duplicates or new."""
+    counts = {"lines": len(verdicts), "empty": 0, "exact_duplicate": 0, "normalised_duplicate": 0, "new": 0}
+    for verdict in verdicts:
+        counts[verdict or "new"] += 1
+    return counts
 
 
 @dataclass(frozen=True)

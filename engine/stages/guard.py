@@ -55,13 +55,7 @@ class GuardedStage:
         candidates = np.flatnonzero(ok_mask(batch))
         failed: list[tuple[int, Exception]] = []
         pieces: list[tuple[np.ndarray, dict]] = []
-        everything = np.arange(len(batch["id"]))
-        if len(everything) == 1:
-            failed.append((0, err))
-        else:  # the whole batch just failed: start from its halves
-            half = len(everything) // 2
-            self._bisect(batch, everything[:half], pieces, failed)
-            self._bisect(batch, everything[half:], pieces, failed)
+        self._split(batch, np.arange(len(batch["id"])), err, pieces, failed)  # the whole batch just failed
         if failed and len(failed) == len(candidates) and len(candidates) > 1:
             raise err  # not a poison row: every row fails, so the stage is broken
         for row, row_err in failed:
@@ -79,12 +73,16 @@ class GuardedStage:
         try:
             pieces.append((rows, self.stage(take(batch, rows))))
         except Exception as err:  # noqa: BLE001 - narrowed to single rows, each rejected with its error
-            if len(rows) == 1:
-                failed.append((int(rows[0]), err))
-                return
-            half = len(rows) // 2
-            self._bisect(batch, rows[:half], pieces, failed)
-            self._bisect(batch, rows[half:], pieces, failed)
+            self._split(batch, rows, err, pieces, failed)
+
+    def _split(self, batch, rows: np.ndarray, err: Exception, pieces: list, failed: list) -> None:
+        """`rows` raised `err` together: a single row has failed; more are retried as two halves."""
+        if len(rows) == 1:
+            failed.append((int(rows[0]), err))
+            return
+        half = len(rows) // 2
+        self._bisect(batch, rows[:half], pieces, failed)
+        self._bisect(batch, rows[half:], pieces, failed)
 
 
 class StageChain:
