@@ -27,6 +27,14 @@ def app(raw: DictConfig) -> None:
     from engine.runner import run  # imports ray: only once the config is valid
 
     try:
+        if cfg.compare.evolvers:  # experiment=slm_vs_llm: every evolver on the same seeds, joined by seed id
+            from engine.compare import run_comparison
+
+            summary = run_comparison(cfg, config_text=OmegaConf.to_yaml(raw, resolve=True))
+            print(json.dumps(summary["join"]))
+            dirs = "".join(f"{name}/, " for name in summary["compare"])
+            print(f"outputs in {out.resolve()} ({dirs}side_by_side/, summary.json)")
+            return
         summary = run(cfg, config_text=OmegaConf.to_yaml(raw, resolve=True))
     except (InputError, BackendUnavailable, ConfigError) as err:
         log.error("%s", err)
@@ -37,6 +45,10 @@ def app(raw: DictConfig) -> None:
 
 
 def main() -> None:
+    # Hydra's parser reads the overrides as one run of arguments: `experiment=x -m model=a,b` would leave
+    # `model=a,b` unrecognised, so the multirun flag moves to the front.
+    flags = [arg for arg in sys.argv[1:] if arg in ("-m", "--multirun")]
+    sys.argv = [sys.argv[0], *flags, *(arg for arg in sys.argv[1:] if arg not in flags)]
     app()
 
 

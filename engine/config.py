@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -26,6 +26,15 @@ class ModelConfig:
     tensor_parallel: int = 1
     seed: int = 0  # the tiny model's weight seed
     fail_on: Optional[str] = None  # echo backend only: raise on prompts containing this text (fault tests)
+    # vLLM engine settings (backend=vllm; engine/backends/vllm_config.py maps them). One engine per stage actor:
+    # its GPUs are tensor_parallel * pipeline_parallel, and cluster.pool_size is the number of engine replicas.
+    pipeline_parallel: int = 1
+    gpu_memory_utilization: float = 0.90  # vLLM's share of each GPU (weights + KV cache)
+    max_num_batched_tokens: Optional[int] = None  # tokens per engine step; None: vLLM's default (scoring: 4096)
+    max_num_seqs: Optional[int] = None  # sequences in flight per engine; None: vLLM's default
+    enforce_eager: bool = False  # skip CUDA graphs (faster start, slower decode)
+    stop: list[str] = field(default_factory=list)  # extra stop strings (vLLM backend only)
+    double_bos: bool = False  # copied from recipe.fidelity.double_bos by Config: set that, not this
 
 
 @dataclass
@@ -43,6 +52,9 @@ class FidelityConfig:
 
     breadth_stray_quote: bool = False  # the research code's stray "'" before "You MUST" in the breadth prompt
     auto_evol_parse: str = "robust"  # seed: split on "#Finally Rewritten Instruction#:\n" | robust: format drift
+    # The seed's vLLM 0.6.3 tokenized chat-templated *text* with special tokens, so Llama-3 prompts got a second
+    # <|begin_of_text|> (vllm issue #9519). false: the template is applied once, to ids (one BOS).
+    double_bos: bool = False
 
 
 @dataclass
@@ -54,6 +66,9 @@ class RecipeConfig:
     evolve: SamplingConfig = field(default_factory=lambda: SamplingConfig(0.7, 0.95, 256))
     respond: SamplingConfig = field(default_factory=lambda: SamplingConfig(0.0, 1.0, 512))
     fidelity: FidelityConfig = field(default_factory=FidelityConfig)
+    # Output-space analysis (paper Fig. 5): histograms of the top-1 probability and the entropy of the evolver's
+    # raw next-token distribution at every generated position, per evolver, in summary.json["output_space"].
+    output_space: bool = False
 
 
 @dataclass
@@ -169,6 +184,77 @@ class AutoEvolConfig:
 
 
 @dataclass
+class JudgeConfig:
+    """An LLM-judge step of the analysis suite (difficulty labels, complexity score)."""
+
+    enabled: bool = True
+    prompt: str = "code"  # code: the research code's prompt | paper: the paper's figure (they differ)
+    parse: str = "robust"  # seed: the research code's exact match | robust: case, markdown, extra words, numbers
+    max_new_tokens: int = 16  # the judge answers a label or a number
+    retries: int = 1  # unparsable answers are asked again (sampled, T=0.7) this many times, then counted
+
+
+@dataclass
+class EmbedderConfig:
+    """The sentence-embedding model of the diversity measure."""
+
+    path: Optional[str] = None  # a local sentence-transformers dir; None: the bundled all-MiniLM-L6-v2
+    batch_size: int = 256
+    device: str = "auto"
+
+
+@dataclass
+class DiversityConfig:
+    """Minimum neighbour distance (squared L2 of unit embeddings) within each evolver's rows."""
+
+    enabled: bool = True
+    threshold: float = 0.05  # near duplicates: other rows closer than this (the seed's value)
+    block_rows: int = 4096  # exact search in query x database blocks: memory O(block^2), not O(n^2)
+
+
+@dataclass
+class RewardConfig:
+    """Reward of the evolution step by a sequence-classification reward model (local path; off by default)."""
+
+    path: Optional[str] = None  # None: reward scoring is skipped
+    length_norm: str = "none"  # none | divide (score / tokens * mean tokens) | multiply (score * tokens / mean)
+    max_length: int = 4096
+    batch_size: int = 4
+
+
+@dataclass
+class PairwiseConfig:
+    """Pairwise judging of two answer sets with position swap."""
+
+    tie_policy: str = "consistent"  # consistent: a win needs both orders to agree | lenient: one win + one tie wins
+    parse: str = "robust"  # seed: judge.py's substring test (unparsable = tie) | robust: the last well-formed label
+    output_dir: Optional[str] = None  # `python -m engine.judge A B`: None writes pairwise/<A>-vs-<B>/
+    max_new_tokens: int = 512
+
+
+@dataclass
+class AnalysisConfig:
+    """`python -m engine.analyze RUN_DIR`: the paper's measurements of evolved data (judge = `model`)."""
+
+    difficulty: JudgeConfig = field(default_factory=JudgeConfig)
+    complexity: JudgeConfig = field(default_factory=JudgeConfig)
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    diversity: DiversityConfig = field(default_factory=DiversityConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    pairwise: PairwiseConfig = field(default_factory=PairwiseConfig)
+    report: bool = True  # write the HTML report (also at the end of every run)
+
+
+@dataclass
+class CompareConfig:
+    """Evolve the same seeds with several evolvers in one run (paper: SLM vs LLM), each into RUN_DIR/<name>/,
+    then join their final rounds by seed id into RUN_DIR/side_by_side/. Empty: an ordinary run of `model`."""
+
+    # name -> evolver, composed from conf/model in an experiment's defaults (`/model@compare.evolvers.slm: tiny`)
+    evolvers: Dict[str, ModelConfig] = field(default_factory=dict)
+
+
+@dataclass
 class Config:
     """The whole run: one object, saved resolved beside every output."""
 
@@ -182,7 +268,15 @@ class Config:
     select: SelectConfig = field(default_factory=SelectConfig)
     autoif: AutoIFConfig = field(default_factory=AutoIFConfig)
     auto_evol: AutoEvolConfig = field(default_factory=AutoEvolConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
     rounds: int = 1
+
+    def __post_init__(self) -> None:
+        # Backends see only their ModelConfig: hand the generators the fidelity switch (the scorer builds its ids).
+        for model in (self.model, self.auto_evol.optimizer_model, *self.compare.evolvers.values()):
+            if model is not None:
+                model.double_bos = self.recipe.fidelity.double_bos
 
 
 class ConfigError(ValueError):
@@ -201,7 +295,8 @@ def to_config(cfg: Any) -> Config:
 
 
 # Keys that change where or how fast a run goes, not what it writes: a resumed run may change them.
-NOT_HASHED = {"run": ("output_dir", "progress", "resume", "shard_rows"), "cluster": None}
+NOT_HASHED = {"run": ("output_dir", "progress", "resume", "shard_rows"), "cluster": None, "analysis": None,
+              "compare": None}  # each evolver's own run hashes its model
 
 
 def config_hash(cfg: Config) -> str:

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
@@ -21,6 +22,7 @@ import ray
 from ray.data import ActorPoolStrategy, DataContext
 
 from engine.backends.embedded import resolve_model_path
+from engine.backends.vllm_config import check_backend_available
 from engine.config import Config, ConfigError, config_hash
 from engine.io.manifest import Manifest, ResumeRefused, input_fingerprint
 from engine.io.readers import SUPPORTED_TEXT, ReadPolicy, count_rows, find_duplicate_ids, iter_records
@@ -28,6 +30,7 @@ from engine.io.readers import list_input_files
 from engine.io.sinks import RoundCounts, join_parts, split_round, split_shard, write_dataset_info, write_json
 from engine.records import STATUS_OK
 from engine.recipes import StageSpec, get_recipe
+from engine.stages import output_space
 from engine.stages.guard import RowsLost, StageChain
 from engine.stages.select import RANKINGS, Cut, Select, check_select, plan_cut, selection_active
 
@@ -63,9 +66,22 @@ def init_ray(cfg: Config) -> bool:
     return True
 
 
+@contextmanager
+def ray_session(cfg: Config):
+    """One Ray for several runs in this process (an evolver comparison): joined or started here, so the runs
+    inside find it up and leave it; shut down at the end only if this started it."""
+    started = init_ray(cfg)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def prepare_ray(cfg: Config) -> bool:
     """Build/convert embedded models once (actors then only load them), join or start Ray, set Ray Data's
     context; True if this call started Ray."""
+    check_backend_available(cfg)  # vLLM installed, paths and GPU sizes given: one clear sentence, not an actor crash
     resolve_model_path(cfg.model)
     if cfg.scoring.enabled:
         resolve_model_path(cfg.scorer)
@@ -439,6 +455,7 @@ def build_summary(cfg: Config, recipe, rounds: list[RoundCounts], files, skipped
         "resumed": {"shards_reused": sum(r.reused_shards for r in rounds),
                     "rows_reused": sum(r.reused_rows for r in rounds)},
         "scores": rounds[-1].score_means() if rounds else {},
+        "output_space": output_space.summarise(total.output_space),
         "selection": rounds[-1].selection if rounds else None,
         "wall_time_s": round(wall, 3),
         "input_files": [str(f) for f in files],
@@ -457,3 +474,26 @@ def build_summary(cfg: Config, recipe, rounds: list[RoundCounts], files, skipped
 def recipe_rounds(recipe, cfg: Config) -> int:
     """How many rounds the recipe runs: `rounds` for Evol-Instruct, a fixed number of phases for others."""
     return recipe.num_rounds(cfg) if hasattr(recipe, "num_rounds") else cfg.rounds
+
+
+def analyse(cfg: Config, source: list[Path] | pa.Table, columns: list[str] | None, specs: list[StageSpec],
+            sink) -> None:
+    """The analysis suite's model stages (engine.analyze, engine.judge) over rows read from `source` (Parquet
+    files, reading `columns`, or a table built on the driver): run `specs` in actor pools, and hand each output
+    batch to `sink` on the driver as it arrives."""
+    if any(spec.stage.__name__ in ("Judge", "PairwiseJudge") for spec in specs):
+        check_backend_available(cfg)
+        resolve_model_path(cfg.model)
+    started = init_ray(cfg)
+    try:
+        DataContext.get_current().enable_progress_bars = cfg.run.progress
+        if isinstance(source, pa.Table):
+            ds = ray.data.from_arrow(source)
+        else:
+            ds = ray.data.read_parquet([str(f) for f in source]).select_columns(columns)
+        ds = apply_stages(stage_sized_blocks(ds, cfg), specs, cfg)
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            sink(batch)
+    finally:
+        if started:
+            ray.shutdown()

@@ -8,6 +8,6 @@
 # job's temporary working directory on the head node.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-: "${RAY_ADDRESS:?set RAY_ADDRESS to the cluster's dashboard address, e.g. http://HEAD:8265}"
+: "${RAY_ADDRESS:?set RAY_ADDRESS to the dashboard address of the cluster, e.g. http://HEAD:8265}"
 exec ray job submit --address "$RAY_ADDRESS" --working-dir . --runtime-env jobs/runtime_env.yaml \
     -- python -m engine "$@"

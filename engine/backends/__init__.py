@@ -17,10 +17,12 @@ def load_backend(model: ModelConfig, torch_threads: int | None = None) -> Backen
 
         return EchoBackend(model, torch_threads=torch_threads)
     if model.backend == "vllm":
-        raise BackendUnavailable(
-            "model.backend=vllm is not available in this build yet; use model.backend=hf "
-            "(the vLLM path is tracked in its own issue)."
-        )
+        from engine.backends.vllm_config import require_vllm
+
+        require_vllm()  # the driver checked at start-up (check_backend_available); a node may still lack it
+        from engine.backends.vllm import VLLMBackend
+
+        return VLLMBackend(model, torch_threads=torch_threads)
     raise BackendUnavailable(f"unknown model.backend={model.backend!r}; choose one of: hf, vllm, echo")
 
 

@@ -15,10 +15,28 @@ class Sampling:
     temperature: float = 0.0
     top_p: float = 1.0
     max_new_tokens: int = 256
+    output_stats: bool = False  # also return OutputStats of every generated position (backends that can)
 
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0.0
+
+
+# Output-space histograms (paper Fig. 5): fixed bins, so per-row counts add up across actors and shards.
+TOP1_EDGES = np.linspace(0.0, 1.0, 21)
+ENTROPY_EDGES = np.linspace(0.0, 10.0, 21)  # nats; larger entropies count in the last bin
+
+
+@dataclass(frozen=True)
+class OutputStats:
+    """The model's raw next-token distribution (temperature 1, before any sampling warper) at each generated
+    position of one completion: histograms of its top-1 probability and entropy, with their sums."""
+
+    top1_counts: np.ndarray  # int64 [len(TOP1_EDGES) - 1]
+    entropy_counts: np.ndarray  # int64 [len(ENTROPY_EDGES) - 1]
+    top1_sum: float
+    entropy_sum: float
+    positions: int
 
 
 @dataclass(frozen=True)
@@ -30,6 +48,7 @@ class Generation:
     generated_tokens: int
     finish_reason: str  # stop | length | error
     error: str = ""
+    stats: OutputStats | None = None  # when sampling.output_stats and the backend supports it
 
 
 class Backend(Protocol):

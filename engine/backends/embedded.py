@@ -55,11 +55,11 @@ def resolve_model_path(model: ModelConfig) -> Path:
         from engine.backends.smollm2 import ensure_smollm2
 
         return ensure_smollm2()
-    if model.embedded == "tiny":
+    if model.embedded in ("tiny", "tiny_wide"):
         from engine.backends.tiny import ensure_tiny
 
-        return ensure_tiny(seed=model.seed)
+        return ensure_tiny(seed=model.seed, variant=model.embedded)
     raise BackendUnavailable(
         f"model {model.name!r} has no path and embedded={model.embedded!r} is not an embedded model; "
-        "set model.path=/local/model/dir or use model=smollm2-135m or model=tiny."
+        "set model.path=/local/model/dir or use model=smollm2-135m, model=tiny or model=tiny_wide."
     )

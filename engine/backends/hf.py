@@ -6,13 +6,13 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Mapping
 
 import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from engine.backends.base import Generation, Sampling
+from engine.backends.base import ENTROPY_EDGES, TOP1_EDGES, Generation, OutputStats, Sampling
+from engine.backends.chat import chat_prompt_ids
 from engine.backends.embedded import resolve_model_path
 from engine.config import ModelConfig
 
@@ -81,6 +81,46 @@ class RowSampler(LogitsProcessor):
         return out
 
 
+class OutputSpaceRecorder(LogitsProcessor):
+    """Observes the raw logits at every generation step (placed before the sampler, returns them unchanged) and
+    adds each still-running row's top-1 probability and entropy to fixed-bin histograms: streamed, so no
+    [steps x batch x vocab] tensor is kept."""
+
+    def __init__(self, rows: int, eos_id: int | None, device: torch.device):
+        self.eos_id = eos_id
+        self.top1_edges = torch.tensor(TOP1_EDGES[1:-1], dtype=torch.float32, device=device)
+        self.entropy_edges = torch.tensor(ENTROPY_EDGES[1:-1], dtype=torch.float32, device=device)
+        self.top1 = torch.zeros((rows, len(TOP1_EDGES) - 1), dtype=torch.int64, device=device)
+        self.entropy = torch.zeros((rows, len(ENTROPY_EDGES) - 1), dtype=torch.int64, device=device)
+        self.top1_sum = torch.zeros(rows, dtype=torch.float64, device=device)
+        self.entropy_sum = torch.zeros(rows, dtype=torch.float64, device=device)
+        self.positions = torch.zeros(rows, dtype=torch.int64, device=device)
+        self.running = torch.ones(rows, dtype=torch.bool, device=device)
+        self.prompt_width: int | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.prompt_width is None:
+            self.prompt_width = input_ids.shape[1]
+        elif self.eos_id is not None:  # a row that emitted EOS is finished: HF keeps padding it
+            self.running &= input_ids[:, -1] != self.eos_id
+        logp = torch.log_softmax(scores.float(), dim=-1)
+        probs = logp.exp()
+        top1 = probs.max(dim=-1).values
+        entropy = -(probs * logp).nan_to_num().sum(dim=-1)
+        live = self.running.long()
+        rows = torch.arange(scores.shape[0], device=scores.device)
+        self.top1[rows, torch.bucketize(top1, self.top1_edges, right=True)] += live
+        self.entropy[rows, torch.bucketize(entropy, self.entropy_edges, right=True)] += live
+        self.top1_sum += top1.double() * live
+        self.entropy_sum += entropy.double() * live
+        self.positions += live
+        return scores
+
+    def stats(self, row: int) -> OutputStats:
+        return OutputStats(self.top1[row].cpu().numpy(), self.entropy[row].cpu().numpy(),
+                           float(self.top1_sum[row]), float(self.entropy_sum[row]), int(self.positions[row]))
+
+
 class HFBackend:
     """A transformers causal LM behind the Backend protocol."""
 
@@ -100,12 +140,9 @@ class HFBackend:
         self.bos_id = self.tokenizer.bos_token_id
 
     def chat_ids(self, prompt: str) -> list[int]:
-        """Token ids of a single-user-turn chat with the generation prompt: the template applied once, to ids."""
-        encoded = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True
-        )
-        ids = encoded["input_ids"] if isinstance(encoded, Mapping) else encoded
-        return [int(i) for i in ids]
+        """Token ids of a single-user-turn chat with the generation prompt: the template applied once, to ids
+        (recipe.fidelity.double_bos reproduces the seed's second BOS)."""
+        return chat_prompt_ids(self.tokenizer, prompt, self.config.double_bos)
 
     def generate(self, prompts: list[str], sampling: Sampling, seeds: list[int] | None = None) -> list[Generation]:
         """Complete each prompt; similar lengths are batched together and left-padded. `seeds[i]` drives prompt
@@ -145,6 +182,10 @@ class HFBackend:
             max_new_tokens=sampling.max_new_tokens, do_sample=False, eos_token_id=self.eos_id, pad_token_id=self.pad_id
         )
         processors = LogitsProcessorList()
+        recorder = None
+        if sampling.output_stats:  # first: it sees the raw logits, before the sampler replaces them
+            recorder = OutputSpaceRecorder(len(batch_ids), self.eos_id, self.device)
+            processors.append(recorder)
         if not sampling.greedy:
             processors.append(RowSampler(seeds, sampling.temperature, sampling.top_p, self.device))
         out = self.model.generate(
@@ -153,14 +194,15 @@ class HFBackend:
         )
         new_tokens = out[:, width:].cpu().tolist()
         generations = []
-        for ids, tokens in zip(batch_ids, new_tokens):
+        for row, (ids, tokens) in enumerate(zip(batch_ids, new_tokens)):
             stopped = self.eos_id in tokens
             if stopped:
                 tokens = tokens[: tokens.index(self.eos_id)]
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            generations.append(
-                Generation(text, len(ids), len(tokens) + int(stopped), "stop" if stopped else "length")
-            )
+            generations.append(Generation(
+                text, len(ids), len(tokens) + int(stopped), "stop" if stopped else "length",
+                stats=recorder.stats(row) if recorder else None,
+            ))
         return generations
 
     @torch.inference_mode()

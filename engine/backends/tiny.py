@@ -7,6 +7,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
+from engine.backends.base import BackendUnavailable
 from engine.backends.embedded import build_once, cache_root
 
 VOCAB_SIZE = 1024
@@ -31,6 +32,12 @@ ARCHITECTURE = dict(
     # (often "\n", which strips to an empty answer); 0.2 gives varied text, so tests see real rows flow.
     initializer_range=0.2,
 )
+# `tiny_wide`: the same recipe twice as wide and deep (~7x the parameters, still ~1M), so sweeps and evolver
+# comparisons on CPU have a genuinely different, larger model to set against `tiny`.
+ARCHITECTURES = {
+    "tiny": ARCHITECTURE,
+    "tiny_wide": {**ARCHITECTURE, "hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4},
+}
 
 
 def _corpus() -> list[str]:
@@ -39,7 +46,7 @@ def _corpus() -> list[str]:
     return [(data / "tiny_corpus.txt").read_text("utf-8"), (data / "demo_seeds.jsonl").read_text("utf-8")]
 
 
-def _build(seed: int, target: Path) -> None:
+def _build(seed: int, architecture: dict, target: Path) -> None:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -66,7 +73,7 @@ def _build(seed: int, target: Path) -> None:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        **ARCHITECTURE,
+        **architecture,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
@@ -74,8 +81,11 @@ def _build(seed: int, target: Path) -> None:
     tokenizer.save_pretrained(target)
 
 
-def ensure_tiny(seed: int = 0) -> Path:
-    """The cached tiny model for `seed`, built on first use (a few seconds)."""
-    recipe = json.dumps([_corpus(), SPECIAL_TOKENS, CHAT_TEMPLATE, ARCHITECTURE, VOCAB_SIZE], sort_keys=True)
+def ensure_tiny(seed: int = 0, variant: str = "tiny") -> Path:
+    """The cached tiny model (`variant`: tiny | tiny_wide) for `seed`, built on first use (a few seconds)."""
+    if variant not in ARCHITECTURES:
+        raise BackendUnavailable(f"embedded={variant!r} is not a tiny model; choose one of: {', '.join(ARCHITECTURES)}")
+    architecture = ARCHITECTURES[variant]
+    recipe = json.dumps([_corpus(), SPECIAL_TOKENS, CHAT_TEMPLATE, architecture, VOCAB_SIZE], sort_keys=True)
     key = hashlib.sha256(recipe.encode()).hexdigest()[:12]
-    return build_once(cache_root() / f"tiny-{key}-seed{seed}", lambda tmp: _build(seed, tmp))
+    return build_once(cache_root() / f"{variant}-{key}-seed{seed}", lambda tmp: _build(seed, architecture, tmp))

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.records import STATUS_OK
+from engine.stages import output_space
 
 TOKEN_COLUMNS = ("evolve_prompt_tokens", "evolve_tokens", "respond_prompt_tokens", "response_tokens")
 SCORE_COLUMNS = ("l_q", "l_a_given_q", "l_a", "ifd", "ic_ifd")
@@ -44,6 +45,7 @@ class RoundCounts:
     reused_shards: int = 0  # ledger shards a resumed run found committed and did not recompute
     reused_rows: int = 0
     sums: Counter = field(default_factory=Counter)  # SUMMED_COLUMNS, plus counts a recipe adds between phases
+    output_space: dict = field(default_factory=dict)  # evolver -> output-space histogram totals
 
     def score_means(self) -> dict:
         """Mean scores over the round's kept rows (paper Table 15 reports mean IFD and IC-IFD)."""
@@ -65,6 +67,7 @@ class RoundCounts:
             "scores": self.score_means(),
             "selection": self.selection,
             "resumed": {"shards_reused": self.reused_shards, "rows_reused": self.reused_rows},
+            "output_space": self.output_space,
         }
 
     def state(self) -> dict:
@@ -82,6 +85,7 @@ class RoundCounts:
             mine = getattr(self, name)
             for key, counter in getattr(other, name).items():
                 mine[key].update(counter)
+        output_space.merge_totals(self.output_space, other.output_space)
 
     @classmethod
     def from_state(cls, state: dict) -> "RoundCounts":
@@ -94,7 +98,7 @@ class RoundCounts:
             per_method=nested(state["per_method"]), tokens=Counter(state["tokens"]), sums=Counter(state["counts"]),
             score_sums=Counter(state["score_sums"]), score_counts=Counter(state["score_counts"]),
             selection=state["selection"], reused_shards=state["resumed"]["shards_reused"],
-            reused_rows=state["resumed"]["rows_reused"],
+            reused_rows=state["resumed"]["rows_reused"], output_space=state.get("output_space", {}),
         )
 
 
@@ -202,6 +206,10 @@ def _count(counts: RoundCounts, table: pa.Table, ok: pa.ChunkedArray) -> None:
         for mode in table["sandbox_isolation"].to_pylist():
             if mode:
                 counts.sums[f"sandbox:{mode}"] += 1
+    if output_space.COLUMN in table.column_names:  # every generated row, kept or rejected
+        for value, model in zip(table[output_space.COLUMN].to_pylist(), table["evolver"].to_pylist()):
+            if value:
+                output_space.add_row(counts.output_space.setdefault(model, output_space.empty_histograms()), value)
     kept = table.filter(ok)
     for name in SCORE_COLUMNS:
         if name in kept.column_names:

@@ -10,6 +10,7 @@ from engine.config import Config
 from engine.prompts.auto_evol import BASE_INSTRUCTION, parse_trajectory
 from engine.records import default_columns, ok_mask, reject_with_reasons
 from engine.stages.evolve import EVOLVE_COLUMNS, record_evolution
+from engine.stages.output_space import record_output_space
 from engine.stages.seeding import row_seeds
 
 METHOD = "auto_evol"
@@ -30,6 +31,7 @@ class AutoEvolve:
         self.method = cfg.auto_evol.method or BASE_INSTRUCTION  # an optimized method, when the loop ran
         self.run_seed = cfg.run.seed
         self.evolver = cfg.model.name
+        self.output_space = cfg.recipe.output_space
         self.model = load_backend(cfg.model, torch_threads=torch_threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -37,9 +39,12 @@ class AutoEvolve:
         rows = np.flatnonzero(ok_mask(batch))
         batch.update(default_columns(n, {**EVOLVE_COLUMNS, **TRAJECTORY_COLUMNS}))
         prompts = [self.method + str(batch["instruction"][i]) for i in rows]
-        sampling = Sampling(self.settings.temperature, self.settings.top_p, self.settings.max_new_tokens)
+        sampling = Sampling(self.settings.temperature, self.settings.top_p, self.settings.max_new_tokens,
+                            output_stats=self.output_space)
         seeds = row_seeds(self.run_seed, "auto_evolve", self.round_num, [batch["id"][i] for i in rows])
         generations = self.model.generate(prompts, sampling, seeds) if len(rows) else []
+        if self.output_space:
+            record_output_space(batch, rows, generations)
         trajectories = [parse_trajectory(g.text, self.parse_mode) for g in generations]
         reasons, details = [""] * n, [""] * n
         for i, generation, trajectory in zip(rows, generations, trajectories):

@@ -8,6 +8,7 @@ from engine.backends import Sampling, load_backend
 from engine.config import Config
 from engine.prompts.evol import evolution_prompt, method_order, pick_method
 from engine.records import default_columns, evolved_row_id, ok_mask, reject
+from engine.stages.output_space import record_output_space
 from engine.stages.seeding import row_seeds
 
 # Columns this stage writes, with the value a row it does not touch gets.
@@ -33,6 +34,7 @@ class Evolve:
         self.settings = cfg.recipe.evolve
         self.run_seed = cfg.run.seed
         self.evolver = cfg.model.name
+        self.output_space = cfg.recipe.output_space
         self.model = load_backend(cfg.model, torch_threads=torch_threads)
 
     def pick(self, batch: dict[str, np.ndarray]) -> list[str]:
@@ -50,10 +52,13 @@ class Evolve:
             temperature=self.settings.temperature,
             top_p=self.settings.top_p,
             max_new_tokens=self.settings.max_new_tokens,
+            output_stats=self.output_space,
         )
         seeds = row_seeds(self.run_seed, "evolve", self.round_num, [batch["id"][i] for i in rows])
         generations = self.model.generate(prompts, sampling, seeds) if len(rows) else []
         texts = [generation.text.strip() for generation in generations]
+        if self.output_space:
+            record_output_space(batch, rows, generations)
         return record_evolution(batch, rows, generations, texts, methods, self.evolver, self.settings, self.round_num)
 
 

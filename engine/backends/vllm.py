@@ -1,0 +1,129 @@
+"""The vLLM backend: a `vllm.LLM` held in the stage's own actor, behind the same protocol as the HF backend.
+
+Why not `ray.data.llm` here: a processor from `build_processor` is a chain of its own map_batches operators
+(tokenize, engine, detokenize), applied to a whole Dataset. Our stages call `generate()` / `token_losses()`
+from inside their actor, between the prompt building and the parsing of the same batch, so the engine has to
+live in that actor; Ray's fallback is exactly this: a vLLM `LLM` we hold ourselves. The engine settings are
+the ones a processor would get (engine/backends/vllm_config.py builds both), and each generate() call hands
+vLLM the whole stage batch at once, so its scheduler batches continuously within it.
+
+Scoring reads `prompt_logprobs`: the logprob of every actual prompt token, from raw logits (temperature 1, no
+top-p/top-k; logprobs_mode=raw_logprobs set explicitly), one generated token that is thrown away. Its cost and
+limits: vLLM computes [scheduled tokens x vocab] float32 logits for the prompt positions outside its memory
+profiling (about 2 x 4 x max_num_batched_tokens x vocab bytes: 4.2 GB at 4096 tokens and a 128k vocab), so the
+scorer's max_num_batched_tokens is bounded and its gpu_memory_utilization leaves headroom; such requests
+bypass the prefix cache, so the [BOS] A pass never reuses the [BOS] Q sep A pass's KV.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+from transformers import AutoTokenizer
+
+from engine.backends.base import Generation, Sampling
+from engine.backends.chat import chat_prompt_ids
+from engine.backends.embedded import resolve_model_path
+from engine.backends.vllm_config import (
+    engine_kwargs,
+    losses_from_prompt_logprobs,
+    prompt_logprob_peak_bytes,
+    require_vllm,
+    sampling_kwargs,
+    scoring_sampling_kwargs,
+    visible_gpus,
+)
+from engine.config import ModelConfig
+
+log = logging.getLogger("engine.backends")
+
+
+class VLLMBackend:
+    """A vLLM engine behind the Backend protocol; one per stage actor (tp x pp GPUs, see vllm_config)."""
+
+    def __init__(self, model: ModelConfig, torch_threads: int | None = None):
+        require_vllm()
+        import vllm
+
+        self.name = model.name
+        self.config = model
+        self.path = resolve_model_path(model)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.eos_id = self.tokenizer.eos_token_id
+        self.bos_id = self.tokenizer.bos_token_id
+        # The GPUs Ray granted this actor decide how vLLM runs its workers (none: its own placement group).
+        gpus = visible_gpus(os.environ)
+        if gpus is None:
+            import torch
+
+            gpus = torch.cuda.device_count()
+        self.engine_kwargs = engine_kwargs(model, self.path, actor_num_gpus=gpus)
+        self.llm = vllm.LLM(**self.engine_kwargs)
+        self._params = vllm.SamplingParams
+        self._checked_logit_memory = False
+
+    def _warn_if_logits_do_not_fit(self) -> None:
+        """Once, before the first scoring call: the prompt-logprob logits live outside vLLM's share."""
+        import torch
+
+        self._checked_logit_memory = True
+        if not torch.cuda.is_available():
+            return
+        tokens = self.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
+        peak = prompt_logprob_peak_bytes(tokens, len(self.tokenizer))
+        total = torch.cuda.get_device_properties(0).total_memory
+        headroom = (1.0 - self.config.gpu_memory_utilization) * total
+        if peak > headroom:
+            log.warning(
+                "%s: prompt logprobs of %d tokens per step may need %.1f GiB beyond vLLM's %.0f%% of the GPU "
+                "(%.1f GiB left): lower max_num_batched_tokens or gpu_memory_utilization", self.name, tokens,
+                peak / 2**30, 100 * self.config.gpu_memory_utilization, headroom / 2**30,
+            )
+
+    def chat_ids(self, prompt: str) -> list[int]:
+        return chat_prompt_ids(self.tokenizer, prompt, self.config.double_bos)
+
+    def generate(self, prompts: list[str], sampling: Sampling, seeds: list[int] | None = None) -> list[Generation]:
+        """Complete each prompt, given to vLLM as token ids (no second BOS); `seeds[i]` drives row i alone."""
+        seeds = list(range(len(prompts))) if seeds is None else list(seeds)
+        encoded = [self.chat_ids(p) for p in prompts]
+        results: list[Generation | None] = [None] * len(prompts)
+        budget = self.config.max_model_len - sampling.max_new_tokens
+        fits = []
+        for i, ids in enumerate(encoded):
+            if len(ids) > budget:  # the HF backend's rule, so a row fails the same way on either backend
+                results[i] = Generation(
+                    "", len(ids), 0, "error",
+                    error=f"prompt of {len(ids)} tokens + {sampling.max_new_tokens} new exceeds "
+                    f"max_model_len={self.config.max_model_len}",
+                )
+            else:
+                fits.append(i)
+        if fits:
+            requests = [{"prompt_token_ids": encoded[i]} for i in fits]
+            params = [self._params(**sampling_kwargs(sampling, seeds[i], self.config.stop)) for i in fits]
+            outputs = self.llm.generate(requests, params, use_tqdm=False)
+            for i, output in zip(fits, outputs):
+                completion = output.outputs[0]
+                finish = "length" if completion.finish_reason == "length" else "stop"
+                results[i] = Generation(completion.text, len(encoded[i]), len(completion.token_ids), finish)
+        return results  # type: ignore[return-value]
+
+    def token_losses(self, sequences: list[list[int]]) -> list[np.ndarray]:
+        """Cross-entropy of every token given its prefix (len - 1 float32 values per sequence), from vLLM's
+        prompt logprobs; each row's dicts are reduced to its array here, in the actor."""
+        limit = self.config.max_model_len
+        for seq in sequences:
+            if len(seq) + 1 > limit:  # vLLM decodes one token after the prompt
+                raise ValueError(
+                    f"a scoring sequence of {len(seq)} tokens does not fit max_model_len={limit} (it needs one "
+                    "more): raise scorer.max_model_len or lower scoring.max_length"
+                )
+        if not self._checked_logit_memory:
+            self._warn_if_logits_do_not_fit()
+        params = self._params(**scoring_sampling_kwargs())
+        outputs = self.llm.generate([{"prompt_token_ids": list(map(int, s))} for s in sequences], params,
+                                    use_tqdm=False)
+        return [losses_from_prompt_logprobs(seq, out.prompt_logprobs) for seq, out in zip(sequences, outputs)]

@@ -1,0 +1,50 @@
+"""The reward stage on a locally built sequence-classification model (the tiny Llama with a one-label head)."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from engine.backends.embedded import resolve_model_path
+from engine.config import Config, ModelConfig
+from engine.stages.reward import Reward
+
+
+@pytest.fixture(scope="module")
+def reward_model(tmp_path_factory):
+    tiny = resolve_model_path(ModelConfig(name="tiny", embedded="tiny"))
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny, num_labels=1)
+    target = tmp_path_factory.mktemp("rm")
+    model.save_pretrained(target)
+    AutoTokenizer.from_pretrained(tiny).save_pretrained(target)
+    return str(target)
+
+
+def _rows():
+    return {
+        "id": np.array(["s1.r1", "s2.r1", "s3", "s4.r1"], dtype=object),
+        "instruction": np.array(["List three fruits.", "Explain gravity to a child.", "Seed row", "x"], dtype=object),
+        "parent_instruction": np.array(["Name fruits.", "Explain gravity.", "", "y"], dtype=object),
+        "method": np.array(["constraints", "breadth", "", "deepen"], dtype=object),
+        "status": np.array(["ok", "ok", "ok", "rejected"], dtype=object),
+    }
+
+
+def test_reward_scores_evolved_rows_only(reward_model):
+    cfg = Config()
+    cfg.analysis.reward.path = reward_model
+    cfg.analysis.reward.batch_size = 1
+    stage = Reward(cfg, torch_threads=2)
+    out = stage(_rows())
+    assert np.isfinite(out["reward"][:2]).all()
+    assert np.isnan(out["reward"][2:]).all()  # a seed row has no evolution step; a rejected row is skipped
+    assert out["reward_tokens"][0] > 0 and out["reward_tokens"][2] == 0
+    # Batching with padding gives the same scores as one row at a time.
+    stage.settings.batch_size = 4
+    again = stage(_rows())
+    assert np.allclose(again["reward"][:2], out["reward"][:2], atol=1e-4)
+    # The score depends on the parent: the meta-prompt is rebuilt from it, not from the evolved text.
+    changed = _rows()
+    changed["parent_instruction"][0] = "Something else entirely."
+    assert stage(changed)["reward"][0] != pytest.approx(out["reward"][0], abs=1e-6)
