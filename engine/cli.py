@@ -34,6 +34,8 @@ def app(raw: DictConfig) -> None:
             print(json.dumps(summary["join"]))
             dirs = "".join(f"{name}/, " for name in summary["compare"])
             print(f"outputs in {out.resolve()} ({dirs}side_by_side/, summary.json)")
+            if cfg.analysis.report:  # the evolvers side by side
+                write_report([out / name for name in summary["compare"]], out / "report")
             return
         summary = run(cfg, config_text=OmegaConf.to_yaml(raw, resolve=True))
     except (InputError, BackendUnavailable, ConfigError) as err:
@@ -42,6 +44,19 @@ def app(raw: DictConfig) -> None:
     keys = ("rows_in", "rows_out", "rows_rejected", "rejected_by_reason", "wall_time_s")
     print(json.dumps({k: summary[k] for k in keys}))
     print(f"outputs in {out.resolve()} (summary.json, data/, alpaca/, rejects/, config.yaml)")
+    if cfg.analysis.report:
+        write_report([out])
+
+
+def write_report(run_dirs: list[Path], out: Path | None = None) -> None:
+    """The HTML report of finished runs; a report that cannot be drawn is logged, it does not fail the run
+    (its data is written already, and `python -m engine.report` can retry)."""
+    from engine.report.build import ReportError, build_report
+
+    try:
+        print(f"report: {build_report(run_dirs, out).resolve()}")
+    except ReportError as err:
+        log.warning("no report written: %s", err)
 
 
 def main() -> None:

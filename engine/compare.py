@@ -161,11 +161,7 @@ def _read_rows(directory: Path, columns: list[str] | None = None) -> list[dict]:
     files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
     if not files:
         return []
-    tables = [pq.read_table(f) for f in files]
-    table = pa.concat_tables(tables, promote_options="default")
-    if columns:
-        table = table.select([c for c in columns if c in table.column_names])
-    return table.to_pylist()
+    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default").to_pylist()
 
 
 def _number(value) -> float | None:

@@ -101,7 +101,7 @@ def parse_difficulty(text: str, mode: str = "robust") -> str | None:
     return found[-1].group(1) if found else None
 
 
-_NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*(?:(/|out of)\s*(100|10)\b)?")
+_NUMBER = re.compile(r"(?<![\w.#])(\d+(?:\.\d+)?)\s*(?:(/|out of)\s*(100|10)\b)?(\s*%)?")
 
 
 def parse_score(text: str, mode: str = "robust") -> float | None:
@@ -109,13 +109,16 @@ def parse_score(text: str, mode: str = "robust") -> float | None:
 
     seed: `float(answer)` (the research code). robust: the first number in the text ("Score: 85", "**70**",
     "85/100", "I'd say 60 out of 100"); "7/10" and "7 out of 10" are scaled to 70; out-of-range numbers are
-    unparsable rather than clipped."""
+    unparsable rather than clipped. Numbers that are not scores are skipped: "#2" (a heading or item number) and
+    "100%" (a percentage)."""
     if mode == "seed":
         try:
             return float(text)
         except ValueError:
             return None
     for match in _NUMBER.finditer(text.replace(",", "")):
+        if match.group(4):
+            continue
         value = float(match.group(1))
         if match.group(3) == "10":
             value *= 10

@@ -74,6 +74,9 @@ def test_difficulty_seed_mode_is_exact():
     ("7/10", 70.0),
     ("## Score:\n90\n", 90.0),
     ("The score is 150", None),
+    ("Your answer is 100% correct.", None),                     # real SmolLM2 judge answers: not scores
+    ("Your Rewrite Prompt #2 is a great example", None),
+    ("Prompt #3 is harder; score: 55", 55.0),
     ("high", None),
     ("", None),
 ])
