@@ -10,10 +10,7 @@
 # Model directories and run.output_dir must be on storage every node reads (the same path everywhere).
 # Token authentication stays on: RAY_AUTH_MODE=token and the head's ~/.ray/auth_token on the submitting machine.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-: "${RAY_ADDRESS:?set RAY_ADDRESS to the cluster dashboard address, e.g. http://HEAD:8265}"
-export RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"
-exec ray job submit --address "$RAY_ADDRESS" --working-dir . --runtime-env jobs/runtime_env_gpu.yaml \
-    --entrypoint-num-cpus 1 \
-    -- python -m engine model=qwen2.5-72b-instruct scorer=llama-3-8b cluster=gpu \
+# The driver only plans and commits: one CPU; the GPUs go to the stage actors.
+RUNTIME_ENV=jobs/runtime_env_gpu.yaml ENTRYPOINT_NUM_CPUS=1 exec "$(dirname "$0")/submit.sh" \
+    model=qwen2.5-72b-instruct scorer=llama-3-8b cluster=gpu \
     cluster.pool_size=2 cluster.actor_num_gpus=0 cluster.batch_size=256 "$@"

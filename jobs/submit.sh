@@ -8,6 +8,10 @@
 # job's temporary working directory on the head node.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"  # Ray 2.60 heads require token auth: keep it on
 : "${RAY_ADDRESS:?set RAY_ADDRESS to the dashboard address of the cluster, e.g. http://HEAD:8265}"
-exec ray job submit --address "$RAY_ADDRESS" --working-dir . --runtime-env jobs/runtime_env.yaml \
+# RUNTIME_ENV picks another runtime_env file; ENTRYPOINT_NUM_CPUS reserves CPUs for the driver (the GPU jobs
+# set both).
+exec ray job submit --address "$RAY_ADDRESS" --working-dir . --runtime-env "${RUNTIME_ENV:-jobs/runtime_env.yaml}" \
+    ${ENTRYPOINT_NUM_CPUS:+--entrypoint-num-cpus "$ENTRYPOINT_NUM_CPUS"} \
     -- python -m engine "$@"

@@ -51,6 +51,21 @@ class Generation:
     stats: OutputStats | None = None  # when sampling.output_stats and the backend supports it
 
 
+def reject_too_long(encoded: list[list[int]], max_model_len: int,
+                    max_new_tokens: int) -> tuple[list[Generation | None], list[int]]:
+    """Every backend's rule for prompts that leave no room for `max_new_tokens`: such a row gets an error
+    Generation (it is rejected, not truncated). Returns the results so far and the positions that fit."""
+    results: list[Generation | None] = [None] * len(encoded)
+    fits = []
+    for i, ids in enumerate(encoded):
+        if len(ids) > max_model_len - max_new_tokens:
+            results[i] = Generation("", len(ids), 0, "error", error=f"prompt of {len(ids)} tokens + {max_new_tokens} "
+                                    f"new exceeds max_model_len={max_model_len}")
+        else:
+            fits.append(i)
+    return results, fits
+
+
 class Backend(Protocol):
     """A model engine: chat prompts in (one user turn each), completions or token losses out."""
 

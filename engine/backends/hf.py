@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from engine.backends.base import ENTROPY_EDGES, TOP1_EDGES, Generation, OutputStats, Sampling
+from engine.backends.base import ENTROPY_EDGES, TOP1_EDGES, Generation, OutputStats, Sampling, reject_too_long
 from engine.backends.chat import chat_prompt_ids
 from engine.backends.embedded import resolve_model_path
 from engine.config import ModelConfig
@@ -149,18 +149,7 @@ class HFBackend:
         i's sampling alone (default: its position), so outputs do not depend on how rows were batched."""
         seeds = list(range(len(prompts))) if seeds is None else list(seeds)
         encoded = [self.chat_ids(p) for p in prompts]
-        results: list[Generation | None] = [None] * len(prompts)
-        budget = self.config.max_model_len - sampling.max_new_tokens
-        fits = []
-        for i, ids in enumerate(encoded):
-            if len(ids) > budget:
-                results[i] = Generation(
-                    "", len(ids), 0, "error",
-                    error=f"prompt of {len(ids)} tokens + {sampling.max_new_tokens} new exceeds "
-                    f"max_model_len={self.config.max_model_len}",
-                )
-            else:
-                fits.append(i)
+        results, fits = reject_too_long(encoded, self.config.max_model_len, sampling.max_new_tokens)
         fits.sort(key=lambda i: len(encoded[i]))
         step = max(1, self.config.max_batch_size)
         for start in range(0, len(fits), step):

@@ -23,7 +23,7 @@ import os
 import numpy as np
 from transformers import AutoTokenizer
 
-from engine.backends.base import Generation, Sampling
+from engine.backends.base import Generation, Sampling, reject_too_long
 from engine.backends.chat import chat_prompt_ids
 from engine.backends.embedded import resolve_model_path
 from engine.backends.vllm_config import (
@@ -89,18 +89,8 @@ class VLLMBackend:
         """Complete each prompt, given to vLLM as token ids (no second BOS); `seeds[i]` drives row i alone."""
         seeds = list(range(len(prompts))) if seeds is None else list(seeds)
         encoded = [self.chat_ids(p) for p in prompts]
-        results: list[Generation | None] = [None] * len(prompts)
-        budget = self.config.max_model_len - sampling.max_new_tokens
-        fits = []
-        for i, ids in enumerate(encoded):
-            if len(ids) > budget:  # the HF backend's rule, so a row fails the same way on either backend
-                results[i] = Generation(
-                    "", len(ids), 0, "error",
-                    error=f"prompt of {len(ids)} tokens + {sampling.max_new_tokens} new exceeds "
-                    f"max_model_len={self.config.max_model_len}",
-                )
-            else:
-                fits.append(i)
+        # The HF backend's rule, so a row fails the same way on either backend.
+        results, fits = reject_too_long(encoded, self.config.max_model_len, sampling.max_new_tokens)
         if fits:
             requests = [{"prompt_token_ids": encoded[i]} for i in fits]
             params = [self._params(**sampling_kwargs(sampling, seeds[i], self.config.stop)) for i in fits]
