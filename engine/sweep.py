@@ -1,5 +1,6 @@
 """Sweep summary: a Hydra callback that, after a multirun (`python -m engine -m model=a,b`), writes one record per
-job to `<hydra.sweep.dir>/sweep_summary.json` and `.csv`, read from each job's summary.json.
+job to `<hydra.sweep.dir>/sweep_summary.json` and `.csv`, read from each job's summary.json, and the jobs' runs
+side by side in `<hydra.sweep.dir>/report/index.html`.
 
 Each job notes where its outputs went in `<sweep dir>/.jobs/<job number>.json` as it ends, so the summary also
 finds jobs a launcher ran in other processes (on a shared filesystem). Register it under `hydra.callbacks` (see
@@ -59,6 +60,22 @@ class SweepSummary(Callback):
         records = sweep_records(sweep_dir)
         write_sweep_summary(sweep_dir, records)
         log.info("sweep summary of %d jobs: %s", len(records), sweep_dir / "sweep_summary.json")
+        if config.get("analysis", {}).get("report", True):
+            write_sweep_report(sweep_dir, records)
+
+
+def write_sweep_report(sweep_dir: Path, records: list[dict]) -> None:
+    """The finished jobs' runs side by side in one HTML report, `<sweep dir>/report/` (several evolver sizes on
+    the same bins); a report that cannot be drawn is logged, the sweep's outputs stand."""
+    from engine.report.build import ReportError, build_report
+
+    done = [Path(r["output_dir"]) for r in records if r["status"] == "completed"]
+    if len(done) < 2:
+        return
+    try:
+        log.info("sweep report: %s", build_report(done, sweep_dir / "report"))
+    except ReportError as err:
+        log.warning("no sweep report written: %s", err)
 
 
 def sweep_records(sweep_dir: Path) -> list[dict]:

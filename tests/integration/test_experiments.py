@@ -62,6 +62,9 @@ def test_size_sweep_writes_one_run_per_model_and_a_sweep_summary(tmp_path):
         rows = list(csv.DictReader(handle))
     assert [row["model"] for row in rows] == ["tiny", "tiny_wide"]
     assert [int(row["rows_out"]) for row in rows] == [summaries[m]["rows_out"] for m in ("tiny", "tiny_wide")]
+    compared = json.loads((sweep / "report" / "report.json").read_text())  # both sizes in one report
+    html = (sweep / "report" / "index.html").read_text()
+    assert len(compared["runs"]) == 2 and "tiny_wide" in html and "ic_ifd.png" in html
 
 
 def test_slm_vs_llm_evolves_the_same_seeds_and_joins_them_by_seed_id(tmp_path):
