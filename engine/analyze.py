@@ -43,13 +43,15 @@ QUANTILES = {"p10": 0.10, "p25": 0.25, "p50": 0.50, "p75": 0.75, "p90": 0.90}
 
 
 def final_round(run_dir: Path) -> tuple[int, list[Path]]:
-    """The last round's kept-row files; a clear error when the directory is not a finished run."""
-    rounds = sorted((int(p.name.split("_")[1]), p) for p in (run_dir / "data").glob("round_*") if p.is_dir())
-    if not (run_dir / "summary.json").exists() or not rounds:
+    """The last round's kept-row files (as the report finds them); a clear error when the directory is not a
+    finished run."""
+    from engine.report.build import final_round_files
+
+    number, files = final_round_files(run_dir)
+    if not (run_dir / "summary.json").exists() or number is None:
         raise ConfigError(f"{run_dir} is not a finished run directory (no summary.json or data/round_*/): "
                           "pass the output_dir of a completed `python -m engine` run")
-    number, path = rounds[-1]
-    return number, sorted(path.glob("*.parquet"))
+    return number, files
 
 
 def analysis_stages(cfg: Config) -> list[StageSpec]:
@@ -200,6 +202,9 @@ def analyse_run(cfg: Config, run_dir: Path) -> dict:
     from engine.runner import analyse
 
     round_num, files = final_round(run_dir)
+    if not files:
+        raise ConfigError(f"{run_dir}: round {round_num} kept no rows (data/round_{round_num}/ is empty): "
+                          "nothing to analyse")
     out = run_dir / "analysis"
     work = out / "_work"
     shutil.rmtree(out, ignore_errors=True)

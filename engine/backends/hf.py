@@ -96,11 +96,11 @@ class OutputSpaceRecorder(LogitsProcessor):
         self.entropy_sum = torch.zeros(rows, dtype=torch.float64, device=device)
         self.positions = torch.zeros(rows, dtype=torch.int64, device=device)
         self.running = torch.ones(rows, dtype=torch.bool, device=device)
-        self.prompt_width: int | None = None
+        self.first_step = True
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.prompt_width is None:
-            self.prompt_width = input_ids.shape[1]
+        if self.first_step:
+            self.first_step = False
         elif self.eos_id is not None:  # a row that emitted EOS is finished: HF keeps padding it
             self.running &= input_ids[:, -1] != self.eos_id
         logp = torch.log_softmax(scores.float(), dim=-1)

@@ -137,17 +137,14 @@ def label_runs(runs: list[Run]) -> None:
 
 
 def final_round_files(run_dir: Path) -> tuple[int | None, list[Path]]:
-    """The largest R with data/round_R/*.parquet, and those files."""
-    rounds = {}
-    for d in (run_dir / "data").glob("round_*"):
-        suffix = d.name.removeprefix("round_")
-        files = sorted(d.glob("*.parquet"))
-        if suffix.isdigit() and files:
-            rounds[int(suffix)] = files
+    """The run's final round R (the largest data/round_R/) and its Parquet files (none when no row was kept);
+    (None, []) when the run has no round directory."""
+    rounds = [int(d.name.removeprefix("round_")) for d in (run_dir / "data").glob("round_*")
+              if d.is_dir() and d.name.removeprefix("round_").isdigit()]
     if not rounds:
         return None, []
     last = max(rounds)
-    return last, rounds[last]
+    return last, sorted((run_dir / "data" / f"round_{last}").glob("*.parquet"))
 
 
 def score_histograms(files: list[Path]) -> dict[str, Histogram | None]:

@@ -32,23 +32,24 @@ def empty_histograms() -> dict:
             "top1_sum": 0.0, "entropy_sum": 0.0, "positions": 0}
 
 
+def _add(total: dict, top1: list[int], entropy: list[int], sums: dict) -> None:
+    """Add histogram counts and the sums in `sums` (top1_sum, entropy_sum, positions) to `total`, in place."""
+    total["top1_counts"] = [a + b for a, b in zip(total["top1_counts"], top1)]
+    total["entropy_counts"] = [a + b for a, b in zip(total["entropy_counts"], entropy)]
+    for key in ("top1_sum", "entropy_sum", "positions"):
+        total[key] += sums[key]
+
+
 def add_row(total: dict, value: str) -> None:
     """Add one row's JSON histograms to a per-evolver total (as `empty_histograms` makes)."""
     row = json.loads(value)
-    total["top1_counts"] = [a + b for a, b in zip(total["top1_counts"], row["top1"])]
-    total["entropy_counts"] = [a + b for a, b in zip(total["entropy_counts"], row["entropy"])]
-    for key in ("top1_sum", "entropy_sum", "positions"):
-        total[key] += row[key]
+    _add(total, row["top1"], row["entropy"], row)
 
 
 def merge_totals(mine: dict, other: dict) -> None:
     """Add per-evolver totals `other` into `mine`, in place."""
     for evolver, total in other.items():
-        target = mine.setdefault(evolver, empty_histograms())
-        for key in ("top1_counts", "entropy_counts"):
-            target[key] = [a + b for a, b in zip(target[key], total[key])]
-        for key in ("top1_sum", "entropy_sum", "positions"):
-            target[key] += total[key]
+        _add(mine.setdefault(evolver, empty_histograms()), total["top1_counts"], total["entropy_counts"], total)
 
 
 def summarise(totals: dict) -> dict:
