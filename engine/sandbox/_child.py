@@ -5,27 +5,35 @@ The parent (`engine.sandbox.runner`) starts this file as a fresh interpreter:
     python -I -S -B -u _child.py CONFIG_JSON
 
 with stdin/stdout as the protocol pipes, stderr as the output-capture pipe, a new session (so the parent can kill the
-process group), a scrubbed environment and the job's throw-away working directory as cwd. It starts as whoever
-the engine runs as (root on our machines) and, before any verifier code runs, isolates itself:
+process group), a scrubbed environment and a throw-away working directory as cwd. It starts as whoever the engine
+runs as (root on our machines), joins the job's cgroups (if any) before it starts anything, and then, before any
+verifier code runs, isolates itself in one of three ways (`isolation` in the config):
 
-  1. new network namespace (and, when possible, a new PID namespace) through libc `unshare`; if that fails, a
-     Python-level socket block instead (weaker: see README.md);
-  2. rlimits: CPU, AS (memory), FSIZE, NPROC, CORE=0;
-  3. drop to nobody (uid/gid 65534, no supplementary groups) when started as root: nobody cannot signal the root
-     engine, cannot write outside /tmp and its workdir, and only as non-root is RLIMIT_NPROC enforced by Linux;
-  4. stdout/stderr of the verifier go to the capture pipe, the protocol moves to private fds, stdin is /dev/null.
+  * `bwrap`: it execs bubblewrap with the command line the parent built (`isolation.bwrap_argv`): new network, PID,
+    IPC and UTS namespaces and a minimal root. Inside, this file runs again (from /sandbox/_child.py) as the
+    namespace init `I` below, with only CAP_SETUID, CAP_SETGID and CAP_CHOWN;
+  * `namespaces`: new network and PID namespaces through libc `unshare`, and in the PID namespace's init a mount
+    namespace with the same minimal root built by mount(2) and pivot_root(2) (`_build_root`); where the kernel
+    refuses, weaker fallbacks (see README.md);
+  * `none`: no namespaces; a Python-level socket block instead.
+
+Then, in every mode: rlimits (CPU, AS, FSIZE, NPROC, CORE=0); the drop to the job's own uid/gid (no supplementary
+groups) when started as root; stdout/stderr of the verifier to the capture pipe, the protocol on private fds, stdin
+/dev/null.
 
 Process trees. With a PID namespace (the normal case as root):
 
-    engine -- C: supervisor (root, host PID ns) -- I: init of the new PID ns (root, pid 1) -- W: worker (nobody)
+    engine -- C: supervisor (root, host PID ns) -- I: init of the new PID ns (root, pid 1) -- W: worker (job uid)
+    engine -- bwrap -- bwrap's init (pid 1) -- I: this file (root, 3 capabilities) -- W: worker (job uid)
 
-When I exits, the kernel SIGKILLs everything left in the namespace: fork bombs, daemons that called setsid(),
-double-forked grandchildren, all of it. C stays outside the namespace so that nothing inside can see or signal it;
-on SIGTERM from the engine it kills I. Without a PID namespace:
+When the namespace's pid 1 exits, the kernel SIGKILLs everything left in the namespace: fork bombs, daemons that
+called setsid(), double-forked grandchildren, all of it. C stays outside the namespace so that nothing inside can
+see or signal it; on SIGTERM from the engine it kills I. bwrap dies on the engine's SIGTERM and its init follows
+(--die-with-parent). Without a PID namespace:
 
-    engine -- C: supervisor (root, child subreaper) -- W: worker (nobody, its own process group)
+    engine -- C: supervisor (root, child subreaper) -- W: worker (job uid, its own process group)
 
-and C kills the worker's process group, then kills and reaps whatever escaped it and was re-parented to C. In both
+and C kills the worker's process group, then kills and reaps whatever escaped it and was re-parented to C. In all
 trees the worker's parent is a root process that only waits: `os.kill(os.getppid(), 9)` gets EPERM.
 
 Protocol, one JSON object per line. Parent -> child: {"op": "define", "source": str} then {"op": "call", "input":
@@ -57,10 +65,16 @@ CLONE_NEWNET = 0x40000000
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
+CLONE_NEWNS = 0x00020000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MNT_DETACH = 2
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}  # glibc has no pivot_root() wrapper
+DEVICES = ("null", "zero", "full", "random", "urandom")
 
 # Modules imported before privileges are dropped. On this machine the interpreter lives under /root (mode 0700), so
-# once the worker is `nobody` it can only import what is already in sys.modules. These cover what AutoIF-style
-# verifiers use (text checks) plus a few the tests poke at (socket, ctypes, subprocess).
+# without a mount-isolated root (which shows the interpreter's prefix readable) the worker can only import what is
+# already in sys.modules. These cover what AutoIF-style verifiers use (text checks) plus a few the tests poke at.
 PRELOAD = (
     "re", "json", "string", "math", "collections", "itertools", "functools", "unicodedata", "datetime", "random",
     "statistics", "textwrap", "difflib", "operator", "copy", "typing", "dataclasses", "enum", "decimal",
@@ -149,6 +163,81 @@ def _isolate_namespaces(wanted: bool) -> tuple[str, bool]:
     return "socket_block", False
 
 
+def _join_cgroups(procs_files: list[str]) -> None:
+    """Move this process into the job's cgroups before it starts anything: every later process inherits them."""
+    for path in procs_files:
+        with open(path, "w") as f:
+            f.write(str(os.getpid()))
+
+
+def _mount(source, target: str, fstype, flags: int, data=None) -> None:
+    import ctypes
+
+    encode = lambda text: None if text is None else os.fsencode(text)  # noqa: E731
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(encode(source), encode(target), encode(fstype), flags, encode(data)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {fstype or source} on {target}: {os.strerror(err)}")
+
+
+def _build_root(plan: list, mountpoint: str) -> None:
+    """The `namespaces` mode's minimal root: a new mount namespace, `plan` (the same one bwrap gets) laid out on a
+    tmpfs over `mountpoint`, and pivot_root into it; the host's tree is then detached. Runs as root in the PID
+    namespace's init, so the fresh /proc shows that namespace only."""
+    import ctypes
+    import platform
+
+    number = SYS_PIVOT_ROOT.get(platform.machine())
+    if number is None:
+        raise OSError(f"pivot_root: unknown syscall number on {platform.machine()}")
+    if not _unshare(CLONE_NEWNS):
+        raise OSError("unshare(CLONE_NEWNS) was refused")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing done here propagates back to the host
+    root = mountpoint
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+    quiet = MS_NOSUID | MS_NODEV
+    for step in plan:
+        kind = step[0]
+        target = root + (step[2] if kind in ("ro-bind", "symlink") else step[1])
+        if kind == "ro-bind":
+            if os.path.isdir(step[1]):
+                os.makedirs(target, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                open(target, "a").close()
+            _mount(step[1], target, None, MS_BIND | MS_REC)
+            _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | quiet)
+        elif kind == "symlink":
+            os.symlink(step[1], target)
+        elif kind == "hide":
+            _mount("tmpfs", target, "tmpfs", MS_RDONLY | quiet, "size=4k,mode=0555")
+        elif kind == "proc":
+            os.makedirs(target)
+            _mount("proc", target, "proc", quiet | MS_NOEXEC)
+        elif kind == "dev":
+            os.makedirs(target)
+            _mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755")
+            for name in DEVICES:
+                open(f"{target}/{name}", "a").close()
+                _mount(f"/dev/{name}", f"{target}/{name}", None, MS_BIND)
+            for k, name in enumerate(("stdin", "stdout", "stderr")):
+                os.symlink(f"/proc/self/fd/{k}", f"{target}/{name}")
+            os.symlink("/proc/self/fd", f"{target}/fd")
+        elif kind == "tmpfs":
+            os.makedirs(target, exist_ok=True)
+            _mount("tmpfs", target, "tmpfs", quiet, f"size={step[2]},mode={step[3]:o}")
+        else:
+            raise OSError(f"unknown root plan step {kind!r}")
+    os.chdir(root)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(number, b".", b".") != 0:  # the new root stacks over the old one at "/" ...
+        raise OSError(ctypes.get_errno(), "pivot_root failed")
+    if libc.umount2(b".", MNT_DETACH) != 0:  # ... which is then detached: the host tree is gone from this namespace
+        raise OSError(ctypes.get_errno(), "detaching the host's root failed")
+    os.chdir("/")
+    _mount(None, "/", None, MS_REMOUNT | MS_RDONLY | quiet)
+
+
 def _block_sockets() -> None:
     """Fallback when no network namespace could be made: make Python's socket constructors raise. This only stops
     Python-level sockets (not `_socket` reached some other way, ctypes, or a subprocess): see README.md."""
@@ -183,13 +272,13 @@ def _set_limits(cfg: dict) -> None:
     limit(resource.RLIMIT_CPU, cfg["cpu_s"], cfg["cpu_s"] + 1)
     limit(resource.RLIMIT_AS, cfg["memory_mb"] * mib)
     limit(resource.RLIMIT_FSIZE, cfg["file_mb"] * mib)
-    # Counted per real uid across the whole machine and ignored for root: effective only after the drop to nobody.
+    # Counted per real uid and ignored for root: effective after the drop to the job's own uid (one per job).
     limit(resource.RLIMIT_NPROC, cfg["processes"])
     limit(resource.RLIMIT_CORE, 0)
 
 
 def _drop_privileges(uid: int, gid: int) -> bool:
-    """Become nobody when running as root. Returns whether privileges were dropped."""
+    """Become the job's uid/gid when running as root. Returns whether privileges were dropped."""
     if os.geteuid() != 0:
         return False
     os.setgroups([])  # root's supplementary groups (gid 0) would otherwise survive the drop
@@ -324,7 +413,7 @@ class _Worker:
             self.send(reply)
 
 
-def _worker_main(cfg: dict, proto_in: int, proto_out: int, network: str, pid_namespace: bool) -> None:
+def _worker_main(cfg: dict, proto_in: int, proto_out: int, state: dict) -> None:
     # Signals as a plain program expects them; SIGXFSZ ignored so that writing past RLIMIT_FSIZE fails with
     # OSError(EFBIG) (a readable error) instead of killing the process.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -332,20 +421,25 @@ def _worker_main(cfg: dict, proto_in: int, proto_out: int, network: str, pid_nam
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     _set_limits(cfg)  # as root, before the drop: afterwards they can only be lowered
     _prctl(PR_SET_NO_NEW_PRIVS, 1)  # setuid binaries run through os.system cannot gain privileges
+    if state["filesystem"] != "none":  # the private, size-capped tmpfs workdir becomes the job's and its HOME
+        os.chdir(cfg["jobdir"])  # first: under bwrap this root has no CAP_DAC_OVERRIDE to enter it once chowned
+        if os.geteuid() == 0:
+            os.chown(cfg["jobdir"], cfg["uid"], cfg["gid"])
+        os.environ["HOME"] = cfg["jobdir"]
+        os.environ.pop("PWD", None)  # bwrap's --chdir adds it; the environment stays PATH, HOME and LANG
     dropped = _drop_privileges(cfg["uid"], cfg["gid"])
-    # Not dumpable (the uid change already did this where fs.suid_dumpable=0; make it explicit): another job's worker,
-    # also nobody, cannot ptrace this one or open its /proc/<pid>/mem or environ.
+    # Not dumpable (the uid change already did this where fs.suid_dumpable=0; make it explicit): a process of the
+    # same uid cannot ptrace this one or open its /proc/<pid>/mem or environ.
     _prctl(PR_SET_DUMPABLE, 0)
     os.umask(0o077)
-    if network == "socket_block":
+    if state["network"] == "socket_block":
         _block_sockets()
     worker = _Worker(proto_in, proto_out)
-    ready = {"ready": True, "network": network, "pid_namespace": pid_namespace, "uid": os.getuid(),
-             "dropped_privileges": dropped}
+    ready = {"ready": True, **state, "uid": os.getuid(), "dropped_privileges": dropped}
     worker.serve(ready)
 
 
-def _supervise(cfg: dict, proto_in: int, proto_out: int, network: str, pid_namespace: bool) -> None:
+def _supervise(cfg: dict, proto_in: int, proto_out: int, state: dict) -> None:
     """C: stays root, runs no verifier code, and cleans up after the worker.
 
     With a PID namespace it forks I (pid 1 of the namespace) and, on SIGTERM from the engine, kills I: the kernel
@@ -354,8 +448,9 @@ def _supervise(cfg: dict, proto_in: int, proto_out: int, network: str, pid_names
     Without one it forks the worker itself and becomes a "child subreaper": descendants orphaned by the worker
     (double forks, daemons that called setsid()) are re-parented to C instead of the machine's init, so C can find,
     kill and reap all of them before it exits. Reaping them matters: until a zombie is reaped it still counts
-    against nobody's RLIMIT_NPROC."""
-    state = {"target": None, "stop": False}
+    against the job uid's RLIMIT_NPROC."""
+    pid_namespace = state["pid_namespace"]
+    target = {"pid": None, "stop": False}
 
     def kill_worker_side(pid: int) -> None:
         # `pid` is always an unreaped child of ours, so neither it nor its process group id can have been reused.
@@ -368,9 +463,9 @@ def _supervise(cfg: dict, proto_in: int, proto_out: int, network: str, pid_names
             return
 
     def on_term(signum, frame):
-        state["stop"] = True
-        if state["target"] is not None:
-            kill_worker_side(state["target"])
+        target["stop"] = True
+        if target["pid"] is not None:
+            kill_worker_side(target["pid"])
 
     signal.signal(signal.SIGTERM, on_term)  # installed before the fork: a SIGTERM can never orphan the child
     if not pid_namespace:
@@ -379,17 +474,17 @@ def _supervise(cfg: dict, proto_in: int, proto_out: int, network: str, pid_names
     if child == 0:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (pid 1 with SIG_DFL ignores signals from inside its ns)
         if pid_namespace:
-            _namespace_init(cfg, proto_in, proto_out, network)  # never returns
+            _namespace_init(cfg, proto_in, proto_out, state)  # never returns
         os.setpgid(0, 0)  # C is the session leader and cannot leave its group; the worker gets its own
-        _worker_main(cfg, proto_in, proto_out, network, False)
+        _worker_main(cfg, proto_in, proto_out, state)
         os._exit(0)
     if not pid_namespace:
         # Both sides call it, so the group exists before C can kill it; whichever side is second gets EACCES
         # or ESRCH (the child already exec'd or exited), which is fine.
         with contextlib.suppress(OSError):
             os.setpgid(child, child)
-    state["target"] = child
-    if state["stop"]:
+    target["pid"] = child
+    if target["stop"]:
         kill_worker_side(child)
     os.close(proto_in)
     os.close(proto_out)
@@ -405,7 +500,7 @@ def _supervise(cfg: dict, proto_in: int, proto_out: int, network: str, pid_names
         if info is None:
             continue
         if info.si_pid == child:
-            state["target"] = None
+            target["pid"] = None
             if not pid_namespace:
                 kill_worker_side(child)  # the worker is gone; its forks go with it (the group id is still valid)
             _, status = os.waitpid(child, 0)
@@ -456,14 +551,21 @@ def _kill_leftovers(worker_group: int) -> None:
                 break
 
 
-def _namespace_init(cfg: dict, proto_in: int, proto_out: int, network: str) -> None:
-    """I, pid 1 of the new PID namespace: fork the worker, reap everything, exit with the worker's status. Its exit
-    makes the kernel kill every process left in the namespace."""
+def _namespace_init(cfg: dict, proto_in: int, proto_out: int, state: dict) -> None:
+    """I, pid 1 of the new PID namespace (under bwrap: its first process): build the job's root where this mode
+    does it itself, fork the worker, reap everything, exit with the worker's status. Its exit makes the kernel (or
+    bwrap's init) kill every process left in the namespace."""
     try:
         os.setsid()  # own session and group: the worker's kill(0, ...) / killpg(...) cannot reach C
+        if cfg["isolation"] == "namespaces":
+            try:
+                _build_root(cfg["root"], os.getcwd())
+                state = {**state, "filesystem": "mount_namespace"}
+            except OSError as exc:  # reported in the ready line: the engine refuses it or records the weaker mode
+                state = {**state, "filesystem": "none", "filesystem_error": str(exc)[:MAX_DETAIL]}
         worker = os.fork()
         if worker == 0:
-            _worker_main(cfg, proto_in, proto_out, network, True)
+            _worker_main(cfg, proto_in, proto_out, state)
             os._exit(0)
         os.close(proto_in)
         os.close(proto_out)
@@ -483,18 +585,23 @@ def main(argv: list[str]) -> None:
     cfg = json.loads(argv[1])
     # Popen already closed every fd but 0-2 (close_fds=True); make sure, in case we were started some other way.
     os.closerange(3, 1 << 16)
+    _join_cgroups(cfg.get("cgroups", []))  # before anything forks: bwrap, C and I and W all start inside them
+    if cfg.get("exec"):
+        os.execv(cfg["exec"][0], cfg["exec"])  # bwrap, which runs this file again inside the job's root
     # Protocol onto private fds (os.dup makes them non-inheritable, so exec'd programs never get them); the
     # verifier's stdout and stderr both go to the capture pipe; its stdin reads nothing.
     proto_in, proto_out = os.dup(0), os.dup(1)
     _to_devnull(0)
     os.dup2(2, 1)
     for name in PRELOAD:
-        # Modules verifiers may use, imported while still root (nobody cannot read this interpreter's
+        # Modules verifiers may use, imported while still root (the job uid may not read this interpreter's
         # library); one this Python lacks is simply unavailable to verifiers.
         with contextlib.suppress(ImportError):
             __import__(name)
-    network, pid_namespace = _isolate_namespaces(cfg["namespaces"])
-    _supervise(cfg, proto_in, proto_out, network, pid_namespace)
+    if cfg["isolation"] == "bwrap":  # inside bwrap: namespaces and root are in place; this process is I
+        _namespace_init(cfg, proto_in, proto_out, {"network": "namespace", "pid_namespace": True, "filesystem": "bwrap"})
+    network, pid_namespace = _isolate_namespaces(cfg["isolation"] == "namespaces")
+    _supervise(cfg, proto_in, proto_out, {"network": network, "pid_namespace": pid_namespace, "filesystem": "none"})
 
 
 if __name__ == "__main__":

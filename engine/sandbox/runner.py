@@ -1,8 +1,8 @@
 """The engine side of the verifier sandbox: starts, feeds, times and kills the child processes.
 
 Nothing in this module executes verifier code. Each job (one verifier source plus its cases) gets a fresh child
-interpreter (`_child.py`) in a throw-away working directory; up to `Limits.workers` jobs run at once, each
-supervised by one thread of a ThreadPoolExecutor. The wall-clock limit is enforced here with select() deadlines,
+interpreter (`_child.py`) in a throw-away working directory, with its own uid and cgroups (`isolation.py`); up to
+`Limits.workers` jobs run at once, each supervised by one thread of a ThreadPoolExecutor. The wall-clock limit is enforced here with select() deadlines,
 never with SIGALRM: signal handlers only run on the main thread, and `check` must work from any thread.
 """
 
@@ -24,9 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from engine.sandbox import _child
+from engine.sandbox.isolation import (INSTALL_HINT, JOB_DIR, SUPERVISOR_PROCESSES, JobCgroup, UidPool, bwrap_argv,
+                                      cgroup_parents, find_bwrap, root_plan)
 
 CHILD_SCRIPT = os.path.abspath(_child.__file__)
-NOBODY_UID = NOBODY_GID = 65534
+UID_FIRST = 2_000_000_000  # default sandbox uid range: far above login users, system users and nobody (65534)
+ISOLATIONS = ("auto", "bwrap", "namespaces", "none")
 STARTUP_TIMEOUT_S = 15.0  # interpreter start + isolation; generous for a loaded 2-CPU machine
 STOP_GRACE_S = 5.0  # how long the supervisor gets to tear its PID namespace down before it is SIGKILLed
 CHILD_ENV_PATH = "/usr/bin:/bin"
@@ -38,12 +41,16 @@ class Limits:
     cpu_s: int = 5  # RLIMIT_CPU of the worker process (SIGXCPU, then SIGKILL a second later)
     memory_mb: int = 512  # RLIMIT_AS (address space, per process)
     file_mb: int = 1  # RLIMIT_FSIZE (largest file the worker may write)
-    processes: int = 16  # RLIMIT_NPROC: only enforced by Linux for non-root, i.e. after the drop to nobody
+    processes: int = 16  # RLIMIT_NPROC of the job's own uid (enforced after the drop), and its cgroup's pids.max
     output_kb: int = 64  # captured stdout+stderr kept per job; the rest is read and discarded
     workers: int = 2  # jobs (child processes) running at once
+    tmp_mb: int = 16  # size of each private tmpfs of a job (/tmp and its workdir), where mounts are isolated
+    uid_first: int = UID_FIRST  # jobs run as uids [uid_first, uid_first + uid_count), one per concurrent job
+    uid_count: int = 256  # must cover every concurrent job on the machine (all sandboxes, all processes)
 
     def __post_init__(self):
-        for name in ("wall_s", "cpu_s", "memory_mb", "file_mb", "processes", "workers"):
+        for name in ("wall_s", "cpu_s", "memory_mb", "file_mb", "processes", "workers", "tmp_mb", "uid_first",
+                     "uid_count"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"Limits.{name} must be positive")
         if self.output_kb < 0:
@@ -110,16 +117,25 @@ class _Output:
 class _Child:
     """One sandbox child process and the parent's ends of its three pipes."""
 
-    def __init__(self, sandbox: Sandbox, workdir: str, output: _Output):
+    def __init__(self, sandbox: Sandbox, mode: str, workdir: str, output: _Output, uid: int | None,
+                 cgroup: JobCgroup | None):
         cfg = {
             "cpu_s": sandbox.limits.cpu_s,
             "memory_mb": sandbox.limits.memory_mb,
             "file_mb": sandbox.limits.file_mb,
             "processes": sandbox.limits.processes,
-            "uid": NOBODY_UID,
-            "gid": NOBODY_GID,
-            "namespaces": sandbox._namespaces,
+            "uid": uid,
+            "gid": uid,
+            "isolation": mode,
+            "root": sandbox._plan,
+            "jobdir": JOB_DIR,
         }
+        cgroups = cgroup.procs_files if cgroup is not None else []
+        if mode == "bwrap":
+            # The child joins the cgroups, then execs bwrap, which runs the child script again inside the job's root.
+            cfg = {"cgroups": cgroups, "exec": bwrap_argv(sandbox._bwrap, sandbox._plan, CHILD_SCRIPT, [json.dumps(cfg)])}
+        else:
+            cfg["cgroups"] = cgroups
         # An explicit, minimal environment: nothing of the engine's (tokens, keys, proxies) reaches the child.
         env = {"PATH": CHILD_ENV_PATH, "HOME": workdir, "LANG": "C.UTF-8"}
         # A fresh interpreter (-I: isolated, no env vars, no script dir or user site on sys.path; -S: no
@@ -309,51 +325,100 @@ class _Child:
 class Sandbox:
     """Runs untrusted verifier functions (AutoIF) in isolated child processes. See README.md for the threat model.
 
-    `namespaces=False` skips the kernel namespaces and uses the fallback isolation (Python-level socket block,
-    process-group kill) that is otherwise only used where namespaces are unavailable; the tests use it to exercise
-    that path."""
+    `isolation`: "auto" (bwrap when it is installed, else the child's own namespaces), "bwrap", "namespaces" (kernel
+    namespaces set up by the child, mount namespace included), or "none" (the fallback used where namespaces are
+    unavailable: Python-level socket block, process-group kill; the tests use it to exercise that path).
+    `require_mounts=True` refuses to start without a private root (bwrap or the mount namespace)."""
 
     network_isolation: str  # "namespace" or "socket_block"
     process_isolation: str  # "pid_namespace" or "process_group"
+    filesystem_isolation: str  # "bwrap", "mount_namespace" or "none"
 
-    def __init__(self, limits: Limits = Limits(), *, namespaces: bool = True):
+    def __init__(self, limits: Limits = Limits(), *, isolation: str = "auto", require_mounts: bool = False):
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"unknown sandbox isolation {isolation!r}; one of {', '.join(ISOLATIONS)}")
         self.limits = limits
-        self._namespaces = namespaces
         self._lock = threading.Lock()
         self._live: set[_Child] = set()
         self._closed = False
         self._root = os.geteuid() == 0
-        # A base directory that nobody can traverse (0711) but not list; job directories inside it belong to nobody.
-        # /tmp rather than tempfile.gettempdir(): TMPDIR may point into a root-only (0700) directory.
+        self._bwrap = find_bwrap()
+        self._plan = root_plan(limits.tmp_mb << 20)
+        # A base directory that others can traverse (0711) but not list; each job directory inside it belongs to the
+        # job's uid. /tmp rather than tempfile.gettempdir(): TMPDIR may point into a root-only (0700) directory.
         base_parent = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
         self._base = tempfile.mkdtemp(prefix="engine-sandbox-", dir=base_parent)
         os.chmod(self._base, 0o711)
         self._finalizer = weakref.finalize(self, shutil.rmtree, self._base, True)
+        # As root, every job gets its own uid and (where the cgroup v1 hierarchy is writable) its own cgroups.
+        self._uids = UidPool(limits.uid_first, limits.uid_count) if self._root else None
+        self._cgroup_parents = cgroup_parents() if self._root else {}
+        self.cgroups = sorted(self._cgroup_parents)  # the controllers that cap each job: "memory", "pids"
+        self._job_count = 0
         self._pool = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="sandbox")
         try:
-            self._start()
+            self._start(isolation, require_mounts)
         except BaseException:
             self.close()
             raise
 
-    def _start(self) -> None:
-        """Start one child to learn (and check) which isolation is in effect."""
-        workdir = self._make_workdir()
+    @property
+    def isolation(self) -> str:
+        """What AutoIF records per row and in summary.json: network/process/filesystem isolation."""
+        return f"{self.network_isolation}/{self.process_isolation}/{self.filesystem_isolation}"
+
+    def _start(self, isolation: str, require_mounts: bool) -> None:
+        """Start one child per candidate mode until one runs, to learn (and check) which isolation is in effect."""
+        if isolation == "bwrap" and self._bwrap is None:
+            raise RuntimeError(f"sandbox isolation 'bwrap' asked for, but bwrap is not installed: {INSTALL_HINT}")
+        candidates = [isolation] if isolation != "auto" else ["bwrap", "namespaces"] if self._bwrap else ["namespaces"]
+        problems = [] if self._bwrap or isolation == "none" else ["bwrap is not installed"]
+        for mode in candidates:
+            info = self._probe(mode, problems)
+            if info is not None:
+                break
+        else:
+            raise RuntimeError(f"the sandbox child did not start: {'; '.join(problems)}")
+        self._mode = mode
+        self.network_isolation, self.process_isolation, self.filesystem_isolation = self._modes(info)
+        self.drops_privileges = bool(info.get("dropped_privileges"))
+        if info.get("filesystem_error"):
+            problems.append(f"no mount namespace: {info['filesystem_error']}")
+        if require_mounts and self.filesystem_isolation == "none":
+            raise RuntimeError("autoif.sandbox.require=strict: verifiers would run without mount isolation (they "
+                               f"could read world-readable files and see host processes): {'; '.join(problems)}. "
+                               f"To fix it, {INSTALL_HINT} and run the engine as root, or set "
+                               "autoif.sandbox.require=auto to accept the weaker isolation")
+
+    def _probe(self, mode: str, problems: list[str]) -> dict | None:
+        """The ready message of one child started in `mode`, or None (with the reason added to `problems`)."""
         output = _Output(1 << 16)
+        uid, lock = self._uids.claim() if self._uids else (None, None)
+        workdir, cgroup = None, None
         try:
-            child = _Child(self, workdir, output)
+            workdir = self._make_workdir(uid)
+            cgroup = self._make_cgroup()
+            child = _Child(self, mode, workdir, output, uid, cgroup)
             try:
                 kind, info = child.request(None, STARTUP_TIMEOUT_S)
             finally:
                 child.stop()
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            if workdir is not None:
+                shutil.rmtree(workdir, ignore_errors=True)
+            self._remove_cgroup(cgroup, lock)
         if kind != "reply" or not info.get("ready"):
             reason = {"dead": info, "timeout": "timed out"}.get(kind, "unexpected first message")
-            raise RuntimeError(f"the sandbox child did not start ({reason}); its output: {output.take()[-2000:]}")
-        self.network_isolation = "namespace" if info.get("network") == "namespace" else "socket_block"
-        self.process_isolation = "pid_namespace" if info.get("pid_namespace") else "process_group"
-        self.runs_as_nobody = bool(info.get("dropped_privileges"))
+            problems.append(f"{mode}: {reason}; its output: {output.take()[-2000:]}")
+            return None
+        return info
+
+    @staticmethod
+    def _modes(info: dict) -> tuple[str, str, str]:
+        network = "namespace" if info.get("network") == "namespace" else "socket_block"
+        process = "pid_namespace" if info.get("pid_namespace") else "process_group"
+        filesystem = info.get("filesystem") if info.get("filesystem") in ("bwrap", "mount_namespace") else "none"
+        return network, process, filesystem
 
     # -- public API ----------------------------------------------------------------------------------------------
 
@@ -402,12 +467,34 @@ class Sandbox:
                 raise ValueError(f"case input {case_input!r:.80} cannot be sent to the sandbox: {exc}") from exc
         return prepared
 
-    def _make_workdir(self) -> str:
+    def _make_workdir(self, uid: int | None) -> str:
+        """The job's host directory: its workdir without mount isolation (owned by the job's uid), else only the
+        place the child starts in (the mount namespace lays the job's root over it)."""
         path = tempfile.mkdtemp(prefix="job-", dir=self._base)
-        if self._root:
-            # Owned by nobody: the worker can write here, and (as nobody) nowhere else but world-writable places.
-            os.chown(path, NOBODY_UID, NOBODY_GID)
+        if uid is not None:
+            os.chown(path, uid, uid)
         return path
+
+    def _make_cgroup(self) -> JobCgroup | None:
+        if not self._cgroup_parents:
+            return None
+        with self._lock:
+            self._job_count += 1
+            name = f"engine-sandbox-{os.getpid()}-{self._job_count}"
+        limits = self.limits
+        # All of the job's processes together: the worker's processes plus the supervisors; its memory (tmpfs pages
+        # included) plus 64 MiB for the supervisors' interpreters.
+        memory = (limits.memory_mb + 2 * limits.tmp_mb + 64) << 20
+        return JobCgroup(self._cgroup_parents, name, limits.processes + SUPERVISOR_PROCESSES, memory)
+
+    def _remove_cgroup(self, cgroup: JobCgroup | None, uid_lock: int | None) -> None:
+        """Kill what is left of the job and delete its cgroups; only then may its uid go to another job."""
+        try:
+            if cgroup is not None:
+                cgroup.remove()
+        finally:
+            if uid_lock is not None:
+                UidPool.release(uid_lock)
 
     def _run_job_safely(self, source: str, cases: list) -> list[Verdict]:
         try:
@@ -416,11 +503,11 @@ class Sandbox:
             verdict = Verdict("error", _bounded(f"sandbox failure: {type(exc).__name__}: {exc}"), "")
             return [verdict] * len(cases)
 
-    def _spawn(self, workdir: str, output: _Output) -> _Child:
+    def _spawn(self, workdir: str, output: _Output, uid: int | None, cgroup: JobCgroup | None) -> _Child:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the sandbox is closed")
-            child = _Child(self, workdir, output)
+            child = _Child(self, self._mode, workdir, output, uid, cgroup)
             self._live.add(child)
             return child
 
@@ -433,12 +520,15 @@ class Sandbox:
         limits = self.limits
         output = _Output(limits.output_kb * 1024)
         verdicts: list[Verdict] = []
-        workdir = self._make_workdir()
+        uid, lock = self._uids.claim() if self._uids else (None, None)
+        workdir, cgroup = None, None
         try:
+            workdir = self._make_workdir(uid)
+            cgroup = self._make_cgroup()
             # One child serves the cases in order. A call that times out or kills its process costs that case
             # only: the remaining cases get a fresh child (which defines `evaluate` again).
             while len(verdicts) < len(cases):
-                child = self._spawn(workdir, output)
+                child = self._spawn(workdir, output, uid, cgroup)
                 try:
                     failed = self._start_child(child, source)
                     if failed is not None:  # cannot define evaluate: every remaining case gets the same verdict
@@ -462,7 +552,9 @@ class Sandbox:
                 finally:
                     self._retire(child)
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            if workdir is not None:
+                shutil.rmtree(workdir, ignore_errors=True)
+            self._remove_cgroup(cgroup, lock)
         return verdicts
 
     def _start_child(self, child: _Child, source: str) -> tuple[str, str] | None:
@@ -472,10 +564,9 @@ class Sandbox:
             return "error", _bounded(f"the sandbox did not start: {reply if kind == 'dead' else 'timed out'}")
         child.info = reply
         # Fail closed: every job must run with the isolation the sandbox reported when it started.
-        network = "namespace" if reply.get("network") == "namespace" else "socket_block"
-        process = "pid_namespace" if reply.get("pid_namespace") else "process_group"
-        if (network, process) != (self.network_isolation, self.process_isolation):
-            return "error", f"sandbox isolation degraded to {network}/{process}; job not run"
+        modes = self._modes(reply)
+        if modes != (self.network_isolation, self.process_isolation, self.filesystem_isolation):
+            return "error", f"sandbox isolation degraded to {'/'.join(modes)}; job not run"
         kind, reply = child.request({"op": "define", "source": source}, self.limits.wall_s)
         if kind == "timeout":
             return "timeout", f"defining evaluate did not finish within {self.limits.wall_s:g} s (wall clock)"

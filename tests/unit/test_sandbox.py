@@ -2,8 +2,11 @@
 contained (the error text, the file that does not exist, the connection that never arrived, the process that is gone),
 not just a non-pass verdict.
 
-Most attacks run twice: with the kernel namespaces (the normal mode as root) and with `namespaces=False`, the
-fallback used where namespaces are unavailable (Python-level socket block, subreaper clean-up)."""
+Most attacks run in every mode: `bwrap` (the default where it is installed; skipped with a reason where it is not),
+`namespaces` (the child's own network, PID and mount namespaces) and `none`, the fallback used where namespaces are
+unavailable (Python-level socket block, subreaper clean-up). The threats that only a private root contains (files,
+/proc and /tmp of the host) assert that they are contained in the mount-isolated modes and, as a check that the test
+can fail, that they are not in `none`."""
 
 from __future__ import annotations
 
@@ -21,12 +24,16 @@ import pytest
 
 import engine
 from engine.sandbox import Limits, Sandbox, Verdict, normalise_expected
-from engine.sandbox.runner import CHILD_SCRIPT, NOBODY_UID
+from engine.sandbox.isolation import INNER_CHILD_SCRIPT, cgroup_parents, find_bwrap
+from engine.sandbox.runner import CHILD_SCRIPT
 
 WALL_S = 2.0
 LIMITS = Limits(wall_s=WALL_S, cpu_s=5, memory_mb=512, file_mb=1, processes=16, output_kb=64, workers=2)
+JOB_UIDS = range(LIMITS.uid_first, LIMITS.uid_first + LIMITS.uid_count)
 IS_ROOT = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not IS_ROOT, reason="the nobody-based containment only applies to a root engine")
+HAS_BWRAP = find_bwrap() is not None
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="per-job uids (and the containment built on them) need a root engine")
+needs_bwrap = pytest.mark.skipif(not HAS_BWRAP, reason="bwrap is not installed (apt-get install -y bubblewrap)")
 
 
 def src(code: str) -> str:
@@ -40,25 +47,52 @@ def sandbox():
 
 
 @pytest.fixture(scope="module")
-def fallback():
-    with Sandbox(LIMITS, namespaces=False) as box:
+def bwrap_box():
+    if not HAS_BWRAP:
+        pytest.skip("bwrap is not installed (apt-get install -y bubblewrap)")
+    with Sandbox(LIMITS, isolation="bwrap") as box:
         yield box
 
 
-@pytest.fixture(params=["namespaces", "fallback"])
-def any_box(request, sandbox, fallback):
-    return sandbox if request.param == "namespaces" else fallback
+@pytest.fixture(scope="module")
+def namespace_box():
+    with Sandbox(LIMITS, isolation="namespaces") as box:
+        yield box
+
+
+@pytest.fixture(scope="module")
+def fallback():
+    with Sandbox(LIMITS, isolation="none") as box:
+        yield box
+
+
+@pytest.fixture(params=["bwrap", "namespaces", "none"])
+def any_box(request):
+    return request.getfixturevalue({"bwrap": "bwrap_box", "namespaces": "namespace_box", "none": "fallback"}
+                                   [request.param])
+
+
+@pytest.fixture(params=["bwrap", "namespaces"])
+def mounted(request):
+    """The mount-isolated modes; on this machine (root) both must really have a private root."""
+    box = request.getfixturevalue("bwrap_box" if request.param == "bwrap" else "namespace_box")
+    if IS_ROOT:
+        assert box.filesystem_isolation == {"bwrap": "bwrap", "namespaces": "mount_namespace"}[request.param]
+    elif box.filesystem_isolation == "none":
+        pytest.skip("no mount namespace for a non-root engine here")
+    return box
 
 
 def sandbox_processes() -> set[int]:
-    """Pids of processes that belong to some sandbox job: forks of the child interpreter (their command line names
-    _child.py) and anything running as nobody (os.system children)."""
+    """Pids of processes that belong to some sandbox job: forks of the child interpreter and bwrap (their command
+    line names _child.py) and anything running as a job uid (os.system children)."""
     found = set()
     for proc in psutil.process_iter(["pid", "uids", "cmdline", "status"]):
         try:
             cmdline = proc.info["cmdline"] or []
             uids = proc.info["uids"]
-            if CHILD_SCRIPT in cmdline or (uids is not None and NOBODY_UID in (uids.real, uids.effective)):
+            if (CHILD_SCRIPT in cmdline or INNER_CHILD_SCRIPT in cmdline
+                    or (uids is not None and (uids.real in JOB_UIDS or uids.effective in JOB_UIDS))):
                 found.add(proc.info["pid"])
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -84,22 +118,39 @@ def assert_no_leftovers(baseline: set[int], within_s: float = 2.0) -> None:
 
 def test_isolation_mode_is_reported(sandbox, fallback):
     assert sandbox.network_isolation in ("namespace", "socket_block")
-    assert fallback.network_isolation == "socket_block"
-    assert fallback.process_isolation == "process_group"
-    if IS_ROOT:  # this machine: root, Linux with unshare(CLONE_NEWNET | CLONE_NEWPID) allowed
-        assert sandbox.network_isolation == "namespace"
-        assert sandbox.process_isolation == "pid_namespace"
-        assert sandbox.runs_as_nobody and fallback.runs_as_nobody
+    assert fallback.isolation == "socket_block/process_group/none"
+    if IS_ROOT:  # this machine: root, Linux with unshare(CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWNS) allowed
+        # the default prefers bwrap; without it, the child's own mount namespace
+        expected = "bwrap" if HAS_BWRAP else "mount_namespace"
+        assert sandbox.isolation == f"namespace/pid_namespace/{expected}"
+        assert sandbox.drops_privileges and fallback.drops_privileges
+        assert set(sandbox.cgroups) <= {"memory", "pids"}
+
+
+def test_strict_mode_refuses_to_run_without_mount_isolation():
+    with pytest.raises(RuntimeError, match="require=strict: verifiers would run without mount isolation"):
+        Sandbox(Limits(workers=1), isolation="none", require_mounts=True)
+    if IS_ROOT:  # here it is available, so strict starts (with bwrap when installed)
+        with Sandbox(Limits(workers=1), require_mounts=True) as box:
+            assert box.filesystem_isolation == ("bwrap" if HAS_BWRAP else "mount_namespace")
+            assert box.check("def evaluate(r):\n    return r\n", [("a", "a")])[0].status == "pass"
+
+
+def test_bwrap_asked_for_but_missing_says_how_to_install(monkeypatch):
+    monkeypatch.setattr("engine.sandbox.runner.find_bwrap", lambda: None)
+    with pytest.raises(RuntimeError, match="apt-get install -y bubblewrap"):
+        Sandbox(Limits(workers=1), isolation="bwrap")
 
 
 @needs_root
-def test_worker_runs_as_nobody_with_scrubbed_env_in_its_workdir(any_box):
-    code = src("""
+def test_worker_runs_as_a_job_uid_with_scrubbed_env_in_its_workdir(any_box):
+    code = src(f"""
         import os
         def evaluate(response):
-            return [os.getuid(), os.getgid(), os.getgroups(), sorted(os.environ), os.getcwd() == os.environ["HOME"]]
+            return [os.getuid() in range({JOB_UIDS.start}, {JOB_UIDS.stop}), os.getgid() == os.getuid(),
+                    os.getgroups(), sorted(os.environ), os.getcwd() == os.environ["HOME"]]
     """)
-    [verdict] = any_box.check(code, [("x", [65534, 65534, [], ["HOME", "LANG", "PATH"], True])])
+    [verdict] = any_box.check(code, [("x", [True, True, [], ["HOME", "LANG", "PATH"], True])])
     assert verdict == Verdict("pass", "", "")
 
 
@@ -236,7 +287,7 @@ def test_fork_bomb(any_box):
     bomb = "import os\ndef evaluate(response):\n    while True:\n        os.fork()\n"
     [verdict] = any_box.check(bomb, [("a", True)])
     assert verdict.status in ("error", "timeout")
-    assert "BlockingIOError" in verdict.detail  # RLIMIT_NPROC, enforced because the worker is nobody
+    assert "BlockingIOError" in verdict.detail  # RLIMIT_NPROC of the job's uid (and its cgroup's pids.max)
     assert_no_leftovers(baseline)
     # a bomb that ignores the failures and keeps forking until the wall clock: killed as a whole
     stubborn = src("""
@@ -272,7 +323,7 @@ def test_escaped_daemon_is_killed_with_its_job(any_box):
 
 
 @needs_root
-def test_os_system_runs_as_nobody_and_cannot_write_into_root_dirs(any_box, tmp_path):
+def test_os_system_runs_as_the_job_uid_and_cannot_write_into_root_dirs(any_box, tmp_path):
     private = tmp_path / "private"
     private.mkdir(mode=0o700)  # owned by root, like root's temp dirs
     marker = private / f"marker-{uuid.uuid4().hex}"
@@ -286,12 +337,14 @@ def test_os_system_runs_as_nobody_and_cannot_write_into_root_dirs(any_box, tmp_p
             return os.system("touch {marker}")
     """)
     verdicts = any_box.check(code, [("id", 0), ("workdir", 0), ("outside", 0)])
-    # the shell really runs (and prints nobody's uid into the captured output) ...
-    assert verdicts[0].status == "pass" and verdicts[0].output.strip() == "65534"
+    # the shell really runs (and prints the job's uid into the captured output) ...
+    assert verdicts[0].status == "pass" and int(verdicts[0].output.strip()) in JOB_UIDS
     assert verdicts[1].status == "pass"  # ... and can write into the job's own directory ...
     # ... but touch exits 1 (wait status 256) on the root-owned 0700 directory, which stays empty
     assert verdicts[2].status == "fail" and verdicts[2].detail == "evaluate returned 256, expected 0"
-    assert "Permission denied" in verdicts[2].output
+    # (with a private root the directory does not even exist there)
+    assert ("No such file or directory" if any_box.filesystem_isolation != "none" else "Permission denied") \
+        in verdicts[2].output
     assert not marker.exists() and list(private.iterdir()) == []
 
 
@@ -310,8 +363,8 @@ def test_killing_the_parent(any_box):
     """)
     verdicts = any_box.check(code, [("parent", "x"), ("group", "x"), ("engine", "x")])
     assert me.is_running() and me.status() != psutil.STATUS_ZOMBIE  # we are still here
-    # the parent is a root supervisor (EPERM for nobody; in a PID namespace it is pid 1, whose SIGKILL from inside
-    # is refused too); killpg at best kills the worker itself; the engine's pid is not signalable by nobody (or not
+    # the parent is a root supervisor (EPERM for the job uid; in a PID namespace, pid 1's SIGKILL from inside is
+    # refused too); killpg at best kills the worker itself; the engine's pid is not signalable by the job uid (or not
     # visible inside the PID namespace)
     assert all(v.status == "error" for v in verdicts), verdicts
     if IS_ROOT:
@@ -345,7 +398,9 @@ def test_network_is_unreachable(any_box):
         """)
         [verdict] = any_box.check(code, [("a", True)])
         assert verdict.status == "error"
-        if any_box.network_isolation == "namespace":
+        if any_box.filesystem_isolation == "bwrap":  # bwrap brings up a loopback of the job's own: nobody listens
+            assert "Connection refused" in verdict.detail
+        elif any_box.network_isolation == "namespace":
             assert "Network is unreachable" in verdict.detail  # an empty network namespace: no usable loopback
         else:
             assert "network access is disabled in the sandbox (socket_block mode)" in verdict.detail
@@ -368,7 +423,11 @@ def test_writing_outside_the_workdir(any_box, tmp_path):
     """)
     verdicts = any_box.check(code, [(path, True) for path in targets] + [("inside.txt", True)])
     assert [v.status for v in verdicts] == ["error", "error", "pass"]  # the workdir itself is writable
-    assert all("PermissionError" in v.detail for v in verdicts[:2])
+    if any_box.filesystem_isolation == "none":
+        assert all("PermissionError" in v.detail for v in verdicts[:2])
+    else:  # the host's directory is not in the job's root; its /root holds only the interpreter, read-only
+        assert "FileNotFoundError" in verdicts[0].detail
+        assert any(word in verdicts[1].detail for word in ("PermissionError", "Read-only file system"))
     assert not any(os.path.exists(path) for path in targets)
 
 
@@ -377,10 +436,11 @@ def test_environment_secrets_are_absent(any_box, monkeypatch):
     code = "import os\ndef evaluate(response):\n    return os.environ.get('EE_SECRET_TOKEN')\n"
     [verdict] = any_box.check(code, [("a", "s3cr3t")])
     assert verdict.status == "fail" and verdict.detail == "evaluate returned None, expected 's3cr3t'"
-    if IS_ROOT:  # nor can nobody read the engine's environment through /proc
+    if IS_ROOT:  # nor can the job uid read the engine's environment through /proc (which, mounted, has no such pid)
         code = f"def evaluate(response):\n    return open('/proc/{os.getpid()}/environ', 'rb').read()\n"
         [verdict] = any_box.check(code, [("a", b"")])
-        assert verdict.status == "error" and "PermissionError" in verdict.detail
+        missing = "FileNotFoundError" if any_box.filesystem_isolation != "none" else "PermissionError"
+        assert verdict.status == "error" and missing in verdict.detail
 
 
 def test_engine_and_site_packages_are_off_the_path(sandbox):
