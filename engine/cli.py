@@ -15,6 +15,7 @@ from engine.config import ConfigError, register, to_config
 from engine.io.readers import InputError
 
 log = logging.getLogger("engine")
+NO_ROWS_EXIT = 3  # the run finished and wrote its outputs, but kept no row (2: refused before running)
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 register()
@@ -43,9 +44,20 @@ def app(raw: DictConfig) -> None:
         sys.exit(2)
     keys = ("rows_in", "rows_out", "rows_rejected", "rejected_by_reason", "wall_time_s")
     print(json.dumps({k: summary[k] for k in keys}))
-    print(f"outputs in {out.resolve()} (summary.json, data/, alpaca/, rejects/, config.yaml)")
+    print(f"outputs in {out.resolve()} (summary.json, data/, alpaca/, sharegpt/, messages/, rejects/, config.yaml)")
     if cfg.analysis.report:
         write_report([out])
+    if summary["rows_out"] == 0:
+        log.error("%s", no_rows_message(summary, out))
+        sys.exit(NO_ROWS_EXIT)
+
+
+def no_rows_message(summary: dict, out: Path) -> str:
+    """Why a finished run kept nothing, in one line: where the rows went, by reason."""
+    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(summary["rejected_by_reason"].items(),
+                                                                 key=lambda item: -item[1])) or "none"
+    return (f"0 rows out: {summary['rows_in']} rows in, {summary['rows_rejected']} rejected ({reasons}) over "
+            f"{summary['rounds_completed']} round(s); every row is in {out / 'rejects'}/ with its reason")
 
 
 def write_report(run_dirs: list[Path], out: Path | None = None) -> None:

@@ -73,11 +73,32 @@ class RecipeConfig:
 
 
 @dataclass
+class FieldsConfig:
+    """Which source column (a dotted path into nested rows: `instances.0.input`) fills each record field; None
+    keeps the format's own. `conversation` is the list of turns of the sharegpt / messages formats."""
+
+    instruction: Optional[str] = None
+    input: Optional[str] = None
+    output: Optional[str] = None
+    system: Optional[str] = None
+    id: Optional[str] = None
+    conversation: Optional[str] = None
+
+
+@dataclass
 class DataConfig:
-    """Seed data: a file or directory of alpaca-style rows; None means the packaged demo seeds."""
+    """Seed data: a file or directory (`path`; None means the packaged demo seeds), or with `source=hf` the HF
+    dataset `name` read from the local cache, never downloaded; `format` and `fields` say where each field is."""
 
     name: str = "demo"
     path: Optional[str] = None
+    source: str = "file"  # file (path, or the demo seeds) | hf (name / config / split from the local HF cache)
+    config: Optional[str] = None  # source=hf: the dataset's configuration (subset)
+    split: str = "train"  # source=hf
+    cache_dir: Optional[str] = None  # source=hf: None is HF's own (HF_DATASETS_CACHE, HF_HOME)
+    format: str = "alpaca"  # auto | alpaca | dolly | sharegpt | messages
+    fields: FieldsConfig = field(default_factory=FieldsConfig)
+    schema_check_rows: int = 100  # the first N rows all rejected for one schema reason: stop before any model loads
     limit: Optional[int] = None  # keep only the first N seed rows (by position)
     max_chars: int = 20000  # longer instruction + input: handled by `long_rows`
     long_rows: str = "reject"  # reject (reason too_long) | truncate (cut to max_chars, flagged in `detail`)
@@ -300,9 +321,12 @@ NOT_HASHED = {"run": ("output_dir", "progress", "resume", "shard_rows"), "cluste
               "compare": None}  # each evolver's own run hashes its model
 
 
-def config_hash(cfg: Config) -> str:
-    """A short digest of everything that changes outputs (output directory, cluster and progress excluded)."""
+def config_hash(cfg: Config, resolved: dict | None = None) -> str:
+    """A short digest of everything that changes outputs (output directory, cluster and progress excluded), and of
+    what the run resolved from its inputs (`resolved`, e.g. the field mapping `data.format=auto` chose)."""
     data = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    if resolved:
+        data["resolved"] = resolved
     for group, keys in NOT_HASHED.items():
         if keys is None:
             data.pop(group, None)

@@ -8,6 +8,9 @@ import numpy as np
 
 # Alpaca fields (LLaMA-Factory's format) that every record carries.
 ALPACA_FIELDS = ("instruction", "input", "output")
+# The text a record carries: the alpaca fields plus a conversation's system prompt ("" when none), which is kept
+# and written to every output unchanged (no stage puts it into a prompt).
+TEXT_FIELDS = ALPACA_FIELDS + ("system",)
 
 # Lineage: where a row came from and how it was made.
 LINEAGE_FIELDS = (

@@ -27,6 +27,9 @@ from engine.config import Config, ConfigError, config_hash
 from engine.io.manifest import Manifest, ResumeRefused, input_fingerprint
 from engine.io.readers import SUPPORTED_TEXT, ReadPolicy, count_rows, find_duplicate_ids, iter_records
 from engine.io.readers import list_input_files
+from engine.io.exporters import EXPORT_FORMATS
+from engine.io.inputs import check_schema, hf_cache_files, resolve_shape
+from engine.io.shapes import Shape
 from engine.io.sinks import RoundCounts, join_parts, split_round, split_shard, write_dataset_info, write_json
 from engine.records import STATUS_OK
 from engine.recipes import StageSpec, get_recipe
@@ -92,11 +95,11 @@ def prepare_ray(cfg: Config) -> bool:
     return started
 
 
-def first_instructions(files: list[Path], n: int) -> list[str]:
+def first_instructions(files: list[Path], n: int, shape: Shape | None = None) -> list[str]:
     """The instructions of the first `n` valid seed rows, read on the driver (a recipe's small warm-up sample)."""
     found: list[str] = []
     for path in files:
-        for records in iter_records(path, 0, batch_rows=max(1, n)):
+        for records in iter_records(path, 0, batch_rows=max(1, n), policy=ReadPolicy(shape=shape or Shape())):
             found += [str(t) for t, s in zip(records["instruction"], records["status"]) if s == STATUS_OK]
             if len(found) >= n:
                 return found[:n]
@@ -175,17 +178,19 @@ class SeedPlan:
     policy: ReadPolicy
 
 
-def plan_seeds(cfg: Config, files: list[Path]) -> SeedPlan:
+def plan_seeds(cfg: Config, files: list[Path], shape: Shape | None = None) -> SeedPlan:
     """Count every input's row slots (positions are global) and find repeated `id` fields, on the driver."""
+    shape = shape or Shape()
     items, offset = [], 0
     for path in files:
         items.append({"path": str(path), "offset": offset})
         offset += count_rows(path)
     expected = offset if cfg.data.limit is None else min(offset, cfg.data.limit)
-    duplicates = find_duplicate_ids([(Path(item["path"]), item["offset"]) for item in items])
+    duplicates = find_duplicate_ids([(Path(item["path"]), item["offset"]) for item in items], shape)
     if duplicates:
         log.warning("%d rows repeat an earlier row's id; they go to rejects (duplicate_id)", len(duplicates))
-    policy = ReadPolicy(max_chars=cfg.data.max_chars, long_rows=cfg.data.long_rows, duplicates=duplicates)
+    policy = ReadPolicy(max_chars=cfg.data.max_chars, long_rows=cfg.data.long_rows, duplicates=duplicates,
+                        shape=shape)
     return SeedPlan(items, expected, policy)
 
 
@@ -203,7 +208,7 @@ def stage_sized_blocks(ds: "ray.data.Dataset", cfg: Config) -> "ray.data.Dataset
 
 
 # Outputs the engine owns in an output directory; a fresh run clears them (config.yaml and .hydra stay).
-ENGINE_OUTPUTS = ("data", "alpaca", "rejects", "_ledger", "summary.json", "dataset_info.json")
+ENGINE_OUTPUTS = ("data", "alpaca", "sharegpt", "messages", "rejects", "_ledger", "summary.json", "dataset_info.json")
 
 
 def run(cfg: Config, config_text: str | None = None) -> dict:
@@ -217,11 +222,14 @@ def run(cfg: Config, config_text: str | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     recipe = get_recipe(cfg.recipe.name)
     check_select(cfg.select, cfg.scoring.enabled)
-    files, skipped = list_input_files(seed_source(cfg))
+    files, skipped = (hf_cache_files(cfg.data), []) if cfg.data.source == "hf" else list_input_files(seed_source(cfg))
     for path in skipped:
         log.warning("skipping %s: unsupported file type (supported: %s)", path, SUPPORTED_TEXT)
+    shape = resolve_shape(cfg.data, files)  # before any model loads: a file the engine cannot read stops here
+    check_schema(files, shape, cfg.data, cfg.data.schema_check_rows)
     try:
-        manifest = Manifest.open(out, config_hash(cfg), input_fingerprint(files), cfg.run.resume)
+        digest = config_hash(cfg, {"data_shape": shape.as_dict()})
+        manifest = Manifest.open(out, digest, input_fingerprint(files), cfg.run.resume, shape.as_dict())
     except ResumeRefused as err:
         raise ConfigError(str(err)) from err
     if config_text is not None:
@@ -245,7 +253,8 @@ def run(cfg: Config, config_text: str | None = None) -> dict:
             if not prepared:
                 started_ray, prepared = prepare_ray(cfg), True
                 if hasattr(recipe, "before_rounds"):
-                    recipe.before_rounds(cfg, out, partial(first_instructions, files), partial(call_in_actor, cfg))
+                    recipe.before_rounds(cfg, out, partial(first_instructions, files, shape=shape),
+                                         partial(call_in_actor, cfg))
             built = recipe.round_input(cfg, round_num, out) if hasattr(recipe, "round_input") else None
             expansion = recipe.expand(cfg, round_num) if hasattr(recipe, "expand") else None
             extra: dict = {}
@@ -253,7 +262,7 @@ def run(cfg: Config, config_text: str | None = None) -> dict:
                 batch, extra = built
                 ds, expected = ray.data.from_arrow(pa.table(batch)), len(batch["id"])
             elif round_num == 1:
-                plan = plan_seeds(cfg, files)
+                plan = plan_seeds(cfg, files, shape)
                 ds, expected = read_seeds(cfg, plan), plan.expected
             else:
                 expected = rounds[-1].rows_out
@@ -266,6 +275,7 @@ def run(cfg: Config, config_text: str | None = None) -> dict:
             ray.shutdown()
     summary = build_summary(cfg, recipe, rounds, files, skipped, time.perf_counter() - started,
                             manifest.header["config_hash"])
+    summary["data_shape"] = shape.as_dict()
     write_dataset_info(out, [r.round for r in rounds], prefix=f"{cfg.recipe.name}_{cfg.model.name}")
     write_json(out / "summary.json", summary)
     return summary
@@ -462,7 +472,7 @@ def build_summary(cfg: Config, recipe, rounds: list[RoundCounts], files, skipped
         "skipped_files": [str(f) for f in skipped],
         "outputs": {
             "data": [f"data/round_{r.round}" for r in rounds],
-            "alpaca": [f"alpaca/round_{r.round}.jsonl" for r in rounds],
+            **{kind: [f"{kind}/round_{r.round}.jsonl" for r in rounds] for kind in EXPORT_FORMATS},
             "rejects": [f"rejects/round_{r.round}.jsonl" for r in rounds],
         },
     }

@@ -46,16 +46,20 @@ class Manifest:
         self.entries = entries
 
     @classmethod
-    def open(cls, output_dir: Path, config_hash: str, inputs: list[dict], resume: bool) -> "Manifest":
-        """The manifest to continue (same config and inputs) or a new one; refuses a mismatch when resuming."""
+    def open(cls, output_dir: Path, config_hash: str, inputs: list[dict], resume: bool,
+             data_shape: dict | None = None) -> "Manifest":
+        """The manifest to continue (same config and inputs) or a new one; refuses a mismatch when resuming.
+        `data_shape` is the field mapping the rows are read with (part of `config_hash`, kept readable here)."""
         path = Path(output_dir) / MANIFEST
         header = {"kind": "run", "version": VERSION, "config_hash": config_hash, "inputs": inputs,
                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if data_shape is not None:
+            header["data_shape"] = data_shape
         if resume and path.exists():
             lines = read_lines(path)
             if lines and lines[0].get("kind") == "run":
                 old = lines[0]
-                _check_same(old, config_hash, inputs, output_dir)
+                _check_same(old, config_hash, inputs, output_dir, data_shape)
                 log.info("resuming %s: %d journal entries", output_dir, len(lines) - 1)
                 _rewrite(path, lines)  # without a torn last line, so new entries start on a line of their own
                 return cls(path, old, lines[1:])
@@ -123,8 +127,13 @@ def read_lines(path: Path) -> list[dict]:
     return entries
 
 
-def _check_same(old: dict, config_hash: str, inputs: list[dict], output_dir: Path) -> None:
+def _check_same(old: dict, config_hash: str, inputs: list[dict], output_dir: Path, data_shape: dict | None) -> None:
     fresh = "rerun with run.resume=false to start over, or choose another run.output_dir"
+    if data_shape is not None and old.get("data_shape", data_shape) != data_shape:
+        raise ResumeRefused(
+            f"{output_dir} holds a run that read its rows with a different field mapping ({old['data_shape']}; this "
+            f"run {data_shape}); {fresh}"
+        )
     if old.get("config_hash") != config_hash:
         raise ResumeRefused(
             f"{output_dir} holds a run with a different configuration (config hash {old.get('config_hash')}, this "

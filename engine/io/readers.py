@@ -1,5 +1,6 @@
-"""Seed readers: every row slot of a .jsonl, .json, .parquet or saved HF dataset becomes one record, valid or
-rejected with a reason code and a `file:line: ...` detail; `count_rows` counts the same slots."""
+"""Seed readers: every row slot of a .jsonl, .json, .parquet, .csv, .tsv, HF .arrow file or saved HF dataset becomes
+one record, valid or rejected with a reason code and a `file:line: ...` detail; `count_rows` counts the same slots.
+A `Shape` (engine/io/shapes.py) says which source field fills which record field."""
 
 from __future__ import annotations
 
@@ -12,17 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from engine.records import ALPACA_FIELDS, LINEAGE_FIELDS, STATUS_FIELDS, STATUS_OK, STATUS_REJECTED
+from engine.io.shapes import MISSING, Shape, kind, lookup
+from engine.io.tables import Table, TableError, open_table
+from engine.records import LINEAGE_FIELDS, STATUS_FIELDS, STATUS_OK, STATUS_REJECTED, TEXT_FIELDS
 from engine.records import column, seed_row_id
 
 log = logging.getLogger("engine.io")
 
-SUPPORTED = (".jsonl", ".json", ".parquet")
-SUPPORTED_TEXT = ".jsonl, .json, .parquet or a saved HF dataset directory"
+SUPPORTED = (".jsonl", ".json", ".parquet", ".csv", ".tsv", ".arrow")
+SUPPORTED_TEXT = ".jsonl, .json, .parquet, .csv, .tsv, .arrow or a saved HF dataset directory"
+TABLES = (".parquet", ".csv", ".tsv", ".arrow", "hf")
 REJECT_LOG_LIMIT = 20
-RECORD_FIELDS = ALPACA_FIELDS + LINEAGE_FIELDS + STATUS_FIELDS
+RECORD_FIELDS = TEXT_FIELDS + LINEAGE_FIELDS + STATUS_FIELDS
 HF_MARKERS = ("dataset_info.json", "state.json")
 HF_DICT_META = "dataset_dict.json"  # top file of a saved DatasetDict: metadata, its split dirs are the data
 BOM = b"\xef\xbb\xbf"
@@ -41,11 +44,13 @@ class ReadPolicy:
 
     `max_chars` bounds instruction + input (a 1 MB instruction exceeds any model context): `long_rows`
     "reject" rejects them (reason too_long), "truncate" cuts them and notes it in `detail`. `duplicates` maps
-    the position of every row whose `id` field repeats an earlier row's to where that earlier row is."""
+    the position of every row whose `id` field repeats an earlier row's to where that earlier row is. `shape`
+    maps source fields to record fields."""
 
     max_chars: int = 20000
     long_rows: str = "reject"
     duplicates: dict[int, str] = field(default_factory=dict)
+    shape: Shape = field(default_factory=Shape)
 
     def __post_init__(self):
         if self.long_rows not in ("reject", "truncate"):
@@ -93,52 +98,53 @@ def count_rows(path: Path) -> int:
     """Row slots in one input (valid or not), cheaply, so positions can be assigned before reading."""
     path = Path(path)
     fmt = _format(path)
-    if fmt == "hf":
-        return _load_hf(path).num_rows
+    if fmt in TABLES:
+        table = _table(path, fmt)
+        return table.num_rows + len(table.invalid)
     if fmt == ".jsonl":
         return sum(1 for _ in _jsonl_lines(path))
-    if fmt == ".json":
-        return len(_json_slots(path))
-    return _open_parquet(path).metadata.num_rows if fmt == ".parquet" else 0
+    return len(_json_slots(path)) if fmt == ".json" else 0
 
 
-def _id_slots(path: Path, batch_rows: int = 10000) -> Iterator[tuple[int, int, object]]:
-    """(index within the file, line, id value) of every row slot that carries an `id` field."""
+def _id_slots(path: Path, id_path: str, batch_rows: int = 10000) -> Iterator[tuple[int, int, object]]:
+    """(index within the file, line, id value) of every row slot that carries an id at `id_path`."""
     fmt = _format(path)
     if fmt == ".jsonl":
+        needle = f'"{id_path.split(".")[-1]}"'.encode()
         for index, (lineno, raw) in enumerate(_jsonl_lines(path)):
-            if b'"id"' in raw:  # cheap pre-check: most seed files carry no ids at all
+            if needle in raw:  # cheap pre-check: most seed files carry no ids at all
                 value = _parse(raw.decode("utf-8", "replace"))[0]
-                if isinstance(value, dict) and value.get("id") is not None:
-                    yield index, lineno, value["id"]
+                if isinstance(value, dict) and (found := lookup(value, id_path)) not in (None, MISSING):
+                    yield index, lineno, found
     elif fmt == ".json":
         for index, (lineno, value, _) in enumerate(_json_slots(path)):
-            if isinstance(value, dict) and value.get("id") is not None:
-                yield index, lineno, value["id"]
-    elif fmt in (".parquet", "hf"):
-        source = _open_parquet(path) if fmt == ".parquet" else _load_hf(path)
-        names = source.schema_arrow.names if fmt == ".parquet" else source.column_names
-        if "id" not in names:
+            if isinstance(value, dict) and (found := lookup(value, id_path)) not in (None, MISSING):
+                yield index, lineno, found
+    elif fmt in TABLES:
+        table = _table(path, fmt)
+        columns = Shape("alpaca", (("id", id_path),)).columns(table.names)
+        if not columns:
             return
-        batches = (
-            (b.to_pydict() for b in source.iter_batches(batch_size=batch_rows, columns=["id"]))
-            if fmt == ".parquet" else source.select_columns(["id"]).iter(batch_size=batch_rows)
-        )
         index = 0
-        for batch in batches:
-            for value in batch["id"]:
-                if value is not None:
-                    yield index, index + 1, value
+        for batch in table.read(columns, batch_rows):
+            for values in zip(*batch.values()):
+                found = lookup(dict(zip(columns, values)), id_path)
+                if found not in (None, MISSING):
+                    yield index, index + 1, found
                 index += 1
 
 
-def find_duplicate_ids(inputs: list[tuple[Path, int]]) -> dict[int, str]:
-    """Positions of rows whose `id` repeats an earlier row's, each with "file:line" of the first one.
+def find_duplicate_ids(inputs: list[tuple[Path, int]], shape: Shape | None = None) -> dict[int, str]:
+    """Positions of rows whose id (the `id` field, or where `shape` maps it) repeats an earlier row's, each with
+    "file:line" of the first one.
 
     Memory: 8 bytes of digest per row that has an id (8 MB per million), plus the duplicates themselves."""
+    id_path = (shape or Shape()).path("id")
+    if not id_path:
+        return {}
     digests, positions, places = [], [], {}
     for path, offset in inputs:
-        for index, line, value in _id_slots(Path(path)):
+        for index, line, value in _id_slots(Path(path), id_path):
             key = _user_id(value)
             if key is None:
                 continue
@@ -221,7 +227,7 @@ def _json_slots(path: Path) -> list[tuple]:
     if isinstance(value, list):  # the scanner should have taken it; fall back to item numbers
         return [(i + 1, item, None) for i, item in enumerate(value)]
     line = text.count("\n", 0, _WS.match(text).end()) + 1
-    return [(line, value, ("not_an_object", f"the file holds {_kind(value)}, expected a JSON list of objects"))]
+    return [(line, value, ("not_an_object", f"the file holds {kind(value)}, expected a JSON list of objects"))]
 
 
 def _scan_list(text: str) -> list[tuple]:
@@ -244,104 +250,104 @@ def _scan_list(text: str) -> list[tuple]:
     return slots
 
 
-def _open_parquet(path: Path) -> pq.ParquetFile:
+def _table(path: Path, fmt: str) -> Table:
     try:
-        return pq.ParquetFile(path)
-    except Exception as err:
-        raise InputError(f"cannot read parquet file {path}: {err}") from err
+        return open_table(path, fmt)
+    except TableError as err:
+        raise InputError(str(err)) from err
 
 
-def _load_hf(path: Path):
-    import datasets  # heavy: only when a dataset dir is read
-
-    try:
-        ds = datasets.load_from_disk(str(path))
-    except Exception as err:
-        raise InputError(f"cannot load the saved HF dataset in {path}: {err}") from err
-    return ds.with_format(None)
-
-
-def _columnar_slots(names: list[str], read_batches, num_rows: int) -> Iterator[tuple]:
-    """Row slots of a table (parquet or HF): one per row, numbered from 1."""
-    problem = f"field 'instruction' is missing: no 'instruction' column ({', '.join(names)})"
-    error = None if "instruction" in names else ("missing_field", problem)
-    present = [name for name in ALPACA_FIELDS if name in names]
-    if not present:
-        yield from ((row, {}, error) for row in range(1, num_rows + 1))
-        return
-    row = 0
-    for batch in read_batches(present):
-        for i in range(len(batch[present[0]])):
+def _table_slots(path: Path, fmt: str, batch_rows: int, shape: Shape | None) -> Iterator[tuple]:
+    """Row slots of a table: one per row, numbered from 1, then the lines a CSV/TSV parser could not split.
+    Only the columns `shape` reads are read (all of them when `shape` is None)."""
+    table = _table(path, fmt)
+    names = table.names
+    present = shape.columns(names) if shape else names
+    error, root = None, shape.root(names) if shape else ""
+    if shape and root not in names:
+        field_name = "conversation" if shape.turns else "instruction"
+        error = ("missing_field", f"field {shape.label(field_name)} is missing: no '{root}' column ({', '.join(names)})")
+    row, lines = 0, table.lines()
+    for batch in table.read(present, batch_rows) if present else ():
+        for values in zip(*(batch[name] for name in present)):
             row += 1
-            yield row, {name: batch[name][i] for name in present}, error
+            yield next(lines), dict(zip(present, values)), error
+    yield from ((next(lines), {}, error) for _ in range(row, table.num_rows))  # no column of the shape is here
+    for line, message in table.invalid:
+        yield line, None, ("malformed_csv", message)
 
 
-def _parquet_slots(path: Path, batch_rows: int) -> Iterator[tuple]:
-    with _open_parquet(path) as pf:
-        read = lambda cols: (b.to_pydict() for b in pf.iter_batches(batch_size=batch_rows, columns=cols))  # noqa: E731
-        yield from _columnar_slots(pf.schema_arrow.names, read, pf.metadata.num_rows)
-
-
-def _hf_slots(path: Path, batch_rows: int) -> Iterator[tuple]:
-    ds = _load_hf(path)
-    read = lambda cols: ds.select_columns(cols).iter(batch_size=batch_rows)  # noqa: E731
-    yield from _columnar_slots(list(ds.column_names), read, ds.num_rows)
-
-
-def _slots(path: Path, batch_rows: int) -> Iterator[tuple]:
+def _slots(path: Path, batch_rows: int, shape: Shape | None) -> Iterator[tuple]:
     fmt = _format(path)
-    if fmt == "hf":
-        return _hf_slots(path, batch_rows)
+    if fmt in TABLES:
+        return _table_slots(path, fmt, batch_rows, shape)
     if fmt == ".jsonl":
         return _jsonl_slots(path)
-    if fmt == ".json":
-        return iter(_json_slots(path))
-    return _parquet_slots(path, batch_rows) if fmt == ".parquet" else iter(())
+    return iter(_json_slots(path)) if fmt == ".json" else iter(())
 
 
-_KINDS = {type(None): "null", bool: "a boolean", int: "an int", float: "a float", str: "a string"}
-_KINDS.update({list: "a list", dict: "an object"})
+def first_rows(files: list[Path], n: int) -> list:
+    """The first `n` source rows of the inputs as parsed (dicts, or whatever a line held; None if unparsable),
+    for guessing their shape and naming their columns."""
+    rows: list = []
+    for path in files:
+        for _, value, _ in _slots(Path(path), max(1, n), None):
+            if len(rows) >= n:
+                return rows
+            rows.append(value)
+    return rows
 
 
-def _kind(value) -> str:
-    """The JSON-ish name of a value's type, for messages (bool is checked before int, its base class)."""
-    return next((name for kind, name in _KINDS.items() if isinstance(value, kind)), f"a {type(value).__name__}")
+def _text(value) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else ""
 
 
-def _check(value, error) -> tuple[tuple[str, str, str], tuple[str, str] | None]:
-    """The row's text fields (what could be recovered) and its problem as (reason, message), or None."""
+def _check(value, error, shape: Shape) -> tuple[tuple[str, ...], dict, tuple[str, str] | None]:
+    """The row's text fields (what could be recovered), its fields under the record's names, and its problem
+    as (reason, message), or None."""
     is_dict = isinstance(value, dict)
-    raw = tuple(value.get(name) for name in ALPACA_FIELDS) if is_dict else (None, None, None)
-    texts = tuple(v if isinstance(v, str) else "" for v in raw)
+    fields, problem = shape.project(value) if is_dict else ({}, None)
+    error = error or problem
+    raw = tuple(fields.get(name) for name in TEXT_FIELDS)
+    texts = tuple(_text(v) for v in raw)
     joined = "".join(texts)
     odd = _ODD_CHAR.search(joined) is not None  # rare: only then look for which field holds what
     if odd and _SURROGATE.search(joined):
         texts = tuple(text.encode("utf-8", "backslashreplace").decode("utf-8") for text in texts)
     if error:
-        return texts, error
+        return texts, fields, error
     if not is_dict:
-        return texts, ("not_an_object", f"the value is {_kind(value)}, expected a JSON object")
+        return texts, fields, ("not_an_object", f"the value is {kind(value)}, expected a JSON object")
+    label = shape.label
     if raw[0] is None:
-        return texts, ("missing_field", "field 'instruction' is " + ("null" if "instruction" in value else "missing"))
-    for name, v in zip(ALPACA_FIELDS, raw):
+        state = "null" if "instruction" in fields else "missing"
+        return texts, fields, ("missing_field", f"field {label('instruction')} is {state}")
+    for name, v in zip(TEXT_FIELDS, raw):
+        if isinstance(v, bytes):
+            return texts, fields, ("invalid_utf8", f"field {label(name)} is not valid UTF-8")
         if v is not None and not isinstance(v, str):
-            return texts, ("not_a_string", f"field '{name}' is {_kind(v)}, expected a string")
-    for name, text, v in zip(ALPACA_FIELDS, texts, raw) if odd else ():
+            return texts, fields, ("not_a_string", f"field {label(name)} is {kind(v)}, expected a string")
+    for name, text, v in zip(TEXT_FIELDS, texts, raw) if odd else ():
         if "\x00" in text:
-            return texts, ("nul_character", f"field '{name}' contains a NUL character at position {text.index(chr(0))}")
+            where = f"position {text.index(chr(0))}"
+            return texts, fields, ("nul_character", f"field {label(name)} contains a NUL character at {where}")
         if v is not None and text != v:
-            return texts, ("invalid_utf8", f"field '{name}' holds an unpaired surrogate, which is not valid UTF-8")
+            return texts, fields, ("invalid_utf8", f"field {label(name)} holds an unpaired surrogate, which is not "
+                                                   "valid UTF-8")
     if not texts[0].strip():
-        return texts, ("empty_instruction", "field 'instruction' is empty" + (" (whitespace only)" if texts[0] else ""))
-    return texts, None
+        blank = " (whitespace only)" if texts[0] else ""
+        return texts, fields, ("empty_instruction", f"field {label('instruction')} is empty{blank}")
+    return texts, fields, None
 
 
 def iter_records(
     path: Path, position_offset: int, batch_rows: int = 1000, policy: ReadPolicy | None = None
 ) -> Iterator[dict[str, np.ndarray]]:
     """Stream one input as record batches (valid and rejected rows), positions starting at `position_offset`."""
-    path, batch_rows = Path(path), max(1, int(batch_rows))
-    yield from _records(_slots(path, batch_rows), str(path), position_offset, batch_rows, policy or ReadPolicy())
+    path, batch_rows, policy = Path(path), max(1, int(batch_rows)), policy or ReadPolicy()
+    yield from _records(_slots(path, batch_rows, policy.shape), str(path), position_offset, batch_rows, policy)
 
 
 def records_from_rows(rows: list[dict], source: str = "<memory>", position_offset: int = 0,
@@ -352,12 +358,13 @@ def records_from_rows(rows: list[dict], source: str = "<memory>", position_offse
     return next(batches, None) or _batch([], source)
 
 
-def _apply_policy(texts: tuple[str, str, str], value, position: int, policy: ReadPolicy):
+def _apply_policy(texts: tuple[str, ...], fields: dict, position: int, policy: ReadPolicy):
     """(texts, user id, problem or None, note for ok rows) after the id and length rules."""
-    raw_id = value.get("id") if isinstance(value, dict) else None
+    raw_id = fields.get("id")
     user_id = _user_id(raw_id)
     if raw_id is not None and user_id is None and raw_id != "":
-        return texts, None, ("not_a_string", f"field 'id' is {_kind(raw_id)}, expected a string or an integer"), ""
+        what = f"field {policy.shape.label('id')} is {kind(raw_id)}, expected a string or an integer"
+        return texts, None, ("not_a_string", what), ""
     if position in policy.duplicates:
         first = policy.duplicates[position]
         return texts, f"{user_id}#dup{position}", ("duplicate_id", f"field 'id' {user_id!r} repeats {first}"), ""
@@ -370,17 +377,17 @@ def _apply_policy(texts: tuple[str, str, str], value, position: int, policy: Rea
     instruction = texts[0][: policy.max_chars]
     input_text = texts[1][: max(0, policy.max_chars - len(instruction))]
     note = f"truncated: fields 'instruction' + 'input' cut from {size} to data.max_chars={policy.max_chars} characters"
-    return (instruction, input_text, texts[2]), user_id, None, note
+    return (instruction, input_text, *texts[2:]), user_id, None, note
 
 
 def _records(slots: Iterator[tuple], source_file: str, offset: int, batch_rows: int,
              policy: ReadPolicy) -> Iterator[dict]:
     name, rows, rejected = Path(source_file).name, [], 0
     for index, (line, value, error) in enumerate(slots):
-        texts, problem = _check(value, error)
+        texts, fields, problem = _check(value, error, policy.shape)
         user_id, note = None, ""
         if problem is None:
-            texts, user_id, problem, note = _apply_policy(texts, value, offset + index, policy)
+            texts, user_id, problem, note = _apply_policy(texts, fields, offset + index, policy)
         reason, detail = (problem[0], f"{name}:{line}: {problem[1]}") if problem else ("", "")
         if note:
             detail = f"{name}:{line}: {note}"
@@ -398,12 +405,12 @@ def _records(slots: Iterator[tuple], source_file: str, offset: int, batch_rows: 
 
 
 def _batch(rows: list[tuple], source_file: str) -> dict[str, np.ndarray]:
-    instructions, inputs, outputs, positions, lines, reasons, details, user_ids = list(zip(*rows)) or [()] * 8
+    instructions, inputs, outputs, systems, positions, lines, reasons, details, user_ids = list(zip(*rows)) or [()] * 9
     n = len(rows)
     ids = [uid if uid is not None else seed_row_id(ins, inp, pos)
            for ins, inp, pos, uid in zip(instructions, inputs, positions, user_ids)]
     cols = {name: column([""] * n) for name in ("parent_id", "method", "evolver", "parent_instruction")}
-    cols.update(instruction=column(instructions), input=column(inputs), output=column(outputs))
+    cols.update(instruction=column(instructions), input=column(inputs), output=column(outputs), system=column(systems))
     cols.update(id=column(ids), seed_id=column(ids), seed_index=column(positions, np.int64))
     cols.update(round=np.zeros(n, dtype=np.int64), source_file=column([source_file] * n))
     cols.update(source_line=column(lines, np.int64), reason=column(reasons), detail=column(details))

@@ -1,4 +1,5 @@
-"""Round sinks: split a round's ledger into Parquet data shards, the alpaca JSONL export and the rejects file."""
+"""Round sinks: split a round's ledger into Parquet data shards, the alpaca / ShareGPT / messages JSONL exports
+and the rejects file."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from engine.io.exporters import EXPORT_FORMATS, TEXT_COLUMNS, dataset_info_entries, write_lines
 from engine.records import STATUS_OK
 from engine.stages import output_space
 
@@ -123,14 +125,15 @@ def _jsonl(handle, rows: list[dict]) -> None:
 
 def split_shard(ledger_file: Path, output_dir: Path, round_num: int, index: int) -> RoundCounts:
     """Split one ledger shard (every row, ok or rejected) into the round's outputs: the kept rows as
-    data/round_R/part-<index>.parquet, and the alpaca and rejects lines as numbered parts that `join_parts`
-    concatenates. Streams in batches of READ_ROWS rows: bounded memory. Safe to rerun (every file is replaced
-    atomically)."""
+    data/round_R/part-<index>.parquet, and the alpaca, sharegpt, messages and rejects lines as numbered parts that
+    `join_parts` concatenates. Streams in batches of READ_ROWS rows: bounded memory. Safe to rerun (every file is
+    replaced atomically)."""
     counts = RoundCounts(round=round_num)
     data_dir = output_dir / "data" / f"round_{round_num}"
     data_dir.mkdir(parents=True, exist_ok=True)
-    alpaca_path, rejects_path = (_part_path(output_dir, kind, round_num, index) for kind in ("alpaca", "rejects"))
-    alpaca, rejects = _open_tmp(alpaca_path), _open_tmp(rejects_path)
+    parts = {kind: _part_path(output_dir, kind, round_num, index) for kind in (*EXPORT_FORMATS, "rejects")}
+    handles = {kind: _open_tmp(path) for kind, path in parts.items()}
+    rejects = handles["rejects"]
     final = data_dir / f"part-{index:05d}.parquet"
     writer = None
     for batch in pq.ParquetFile(ledger_file).iter_batches(batch_size=READ_ROWS):
@@ -144,14 +147,16 @@ def split_shard(ledger_file: Path, output_dir: Path, round_num: int, index: int)
             if writer is None:
                 writer = pq.ParquetWriter(final.with_name(final.name + ".tmp"), good.schema)
             writer.write_table(good)
-            _jsonl(alpaca, good.select(["instruction", "input", "output"]).to_pylist())
+            texts = good.select([c for c in TEXT_COLUMNS if c in good.column_names]).to_pylist()
+            for kind in EXPORT_FORMATS:
+                write_lines(handles[kind], texts, kind)
         _jsonl(rejects, bad.to_pylist())
         _count(counts, table, ok)
     if writer is not None:
         writer.close()
         os.replace(final.with_name(final.name + ".tmp"), final)
-    _commit(alpaca, alpaca_path)
-    _commit(rejects, rejects_path)
+    for kind, handle in handles.items():
+        _commit(handle, parts[kind])
     return counts
 
 
@@ -160,9 +165,9 @@ def _part_path(output_dir: Path, kind: str, round_num: int, index: int) -> Path:
 
 
 def join_parts(output_dir: Path, round_num: int, shards: int) -> None:
-    """Concatenate the alpaca and rejects parts of a round, in shard order, into one file each (byte copies:
+    """Concatenate the export and rejects parts of a round, in shard order, into one file each (byte copies:
     constant memory), then drop the parts."""
-    for kind in ("alpaca", "rejects"):
+    for kind in (*EXPORT_FORMATS, "rejects"):
         target = output_dir / kind / f"round_{round_num}.jsonl"
         with _open_tmp(target) as joined:
             for index in range(shards):
@@ -220,8 +225,9 @@ def _count(counts: RoundCounts, table: pa.Table, ok: pa.ChunkedArray) -> None:
 
 
 def write_dataset_info(output_dir: Path, rounds: list[int], prefix: str) -> None:
-    """LLaMA-Factory's dataset_info.json, so `dataset_dir=OUTPUT` can train on any round directly."""
-    info = {f"{prefix}_round_{r}": {"file_name": f"alpaca/round_{r}.jsonl"} for r in rounds}
+    """LLaMA-Factory's dataset_info.json, so `dataset_dir=OUTPUT` can train on any round directly, in any of the
+    exported formats."""
+    info = dataset_info_entries(rounds, prefix)
     (output_dir / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n")
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from engine.io.readers import REJECT_LOG_LIMIT, InputError, count_rows, iter_records, list_input_files
 from engine.io.readers import records_from_rows
-from engine.records import ALPACA_FIELDS, LINEAGE_FIELDS, STATUS_FIELDS, seed_row_id
+from engine.records import ALPACA_FIELDS, LINEAGE_FIELDS, STATUS_FIELDS, TEXT_FIELDS, seed_row_id
 
 ROWS = [
     {"instruction": "Name a colour.", "input": "", "output": "Blue."},
@@ -23,7 +23,7 @@ def read_all(path, offset=0, batch_rows=1000):
     """All batches of one file joined into one column dict, checking each batch's schema on the way."""
     batches = list(iter_records(path, offset, batch_rows))
     for batch in batches:
-        assert tuple(batch) == ALPACA_FIELDS + LINEAGE_FIELDS + STATUS_FIELDS
+        assert tuple(batch) == TEXT_FIELDS + LINEAGE_FIELDS + STATUS_FIELDS
         assert len({len(values) for values in batch.values()}) == 1
         for name in ("seed_index", "round", "source_line"):
             assert batch[name].dtype == np.int64
@@ -230,14 +230,14 @@ def test_utf8_bom_is_accepted(tmp_path):
 
 
 def test_unsupported_or_missing_path_raises_input_error(tmp_path):
-    csv = tmp_path / "seeds.csv"
-    csv.write_text("instruction\nhi\n")
-    with pytest.raises(InputError, match=r"seeds\.csv.*\.jsonl, \.json, \.parquet"):
-        list_input_files(csv)
+    xlsx = tmp_path / "seeds.xlsx"
+    xlsx.write_text("instruction\nhi\n")
+    with pytest.raises(InputError, match=r"seeds\.xlsx.*\.jsonl, \.json, \.parquet, \.csv, \.tsv"):
+        list_input_files(xlsx)
     with pytest.raises(InputError, match="nowhere"):
         list_input_files(tmp_path / "nowhere")
-    with pytest.raises(InputError, match="seeds.csv"):
-        list(iter_records(csv, 0))
+    with pytest.raises(InputError, match="seeds.xlsx"):
+        list(iter_records(xlsx, 0))
     only_bad = tmp_path / "only_bad"
     only_bad.mkdir()
     (only_bad / "notes.txt").write_text("x")
@@ -254,12 +254,12 @@ def test_directory_lists_supported_files_recursively(tmp_path):
     pq.write_table(pa.Table.from_pylist(ROWS), root / "sub" / "c.parquet")
     datasets.Dataset.from_list(ROWS).save_to_disk(str(root / "sub" / "hf"))
     (root / "README.md").write_text("notes")
-    (root / "sub" / "seeds.csv").write_text("x")
+    (root / "sub" / "seeds.xlsx").write_text("x")
     (root / ".hidden.jsonl").write_text("{}")
 
     inputs, skipped = list_input_files(root)
     assert inputs == [root / "a.json", root / "b.jsonl", root / "sub" / "c.parquet", root / "sub" / "hf"]
-    assert skipped == [root / "README.md", root / "sub" / "seeds.csv"]
+    assert skipped == [root / "README.md", root / "sub" / "seeds.xlsx"]
 
 
 def test_positions_continue_across_files(tmp_path):
@@ -286,7 +286,7 @@ def test_reject_logging_is_capped(tmp_path, caplog):
 def test_records_from_rows_checks_in_memory_rows_like_a_file():
     records = records_from_rows([ROWS[0], {"instruction": 5}], "mem.jsonl", position_offset=10)
     rows = rows_of(records)
-    assert tuple(records) == ALPACA_FIELDS + LINEAGE_FIELDS + STATUS_FIELDS
+    assert tuple(records) == TEXT_FIELDS + LINEAGE_FIELDS + STATUS_FIELDS
     assert rows[0]["id"] == seed_row_id(ROWS[0]["instruction"], "", 10) and rows[0]["status"] == "ok"
     assert rows[1]["detail"] == "mem.jsonl:2: field 'instruction' is an int, expected a string"
     assert {name: len(values) for name, values in records_from_rows([]).items()} == dict.fromkeys(records, 0)
