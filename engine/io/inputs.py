@@ -81,7 +81,7 @@ def check_schema(files: list[Path], shape: Shape, data: DataConfig, rows: int) -
         return
     sample = first_rows(files, rows)
     where = data.name if data.source == "hf" else (data.path or files[0])
-    lines = [f"cannot read {where}: the first {len(outcomes)} rows were all rejected, e.g. {outcomes[0][1]}",
+    lines = [f"cannot read {where}: the first {len(outcomes)} rows were all rejected, e.g. {outcomes[0][1]}.",
              f"Columns found: {columns_found(sample)}."]
     guess = guess_shape(sample)
     if guess is not None and guess != shape and _reads(files, guess, rows):
