@@ -163,8 +163,13 @@ class SandboxConfig:
 
     wall_s: float = 5.0  # per call, as the seed's SIGALRM timeout
     cpu_s: int = 5
-    memory_mb: int = 512
+    memory_mb: int = 512  # RLIMIT_AS per process; with the tmpfs sizes, the job's cgroup memory limit
     workers: int = 2  # verifier processes at once per actor
+    isolation: str = "auto"  # auto (bwrap if installed, else the child's own namespaces) | bwrap | namespaces | none
+    require: str = "auto"  # strict: refuse to run without mount isolation | auto: the strongest there is, every job
+    tmp_mb: int = 16  # size cap of each job's private /tmp and workdir (tmpfs)
+    uid_first: int = 2_000_000_000  # each concurrent job runs as its own uid from [uid_first, uid_first + uid_count)
+    uid_count: int = 256  # must cover every concurrent job on a machine (all actors)
 
 
 @dataclass

@@ -333,6 +333,7 @@ class Sandbox:
     network_isolation: str  # "namespace" or "socket_block"
     process_isolation: str  # "pid_namespace" or "process_group"
     filesystem_isolation: str  # "bwrap", "mount_namespace" or "none"
+    mode: str  # the mode that runs the jobs: "bwrap", "namespaces" or "none"
 
     def __init__(self, limits: Limits = Limits(), *, isolation: str = "auto", require_mounts: bool = False):
         if isolation not in ISOLATIONS:
@@ -379,7 +380,7 @@ class Sandbox:
                 break
         else:
             raise RuntimeError(f"the sandbox child did not start: {'; '.join(problems)}")
-        self._mode = mode
+        self.mode = mode
         self.network_isolation, self.process_isolation, self.filesystem_isolation = self._modes(info)
         self.drops_privileges = bool(info.get("dropped_privileges"))
         if info.get("filesystem_error"):
@@ -507,7 +508,7 @@ class Sandbox:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the sandbox is closed")
-            child = _Child(self, self._mode, workdir, output, uid, cgroup)
+            child = _Child(self, self.mode, workdir, output, uid, cgroup)
             self._live.add(child)
             return child
 

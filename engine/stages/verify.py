@@ -71,16 +71,18 @@ class CrossValidate:
     def __init__(self, cfg: Config, torch_threads: int | None = None, round_num: int = 1):
         self.cfg = cfg.autoif
         box = cfg.autoif.sandbox
-        self.sandbox = Sandbox(Limits(wall_s=box.wall_s, cpu_s=box.cpu_s, memory_mb=box.memory_mb,
-                                      workers=box.workers))
+        if box.require not in ("auto", "strict"):
+            raise ValueError(f"autoif.sandbox.require must be auto or strict, not {box.require!r}")
+        limits = Limits(wall_s=box.wall_s, cpu_s=box.cpu_s, memory_mb=box.memory_mb, workers=box.workers,
+                        tmp_mb=box.tmp_mb, uid_first=box.uid_first, uid_count=box.uid_count)
+        self.sandbox = Sandbox(limits, isolation=box.isolation, require_mounts=box.require == "strict")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["id"])
         added = default_columns(n, {**CROSS_VALIDATE_COUNTS, "eval_funcs": "[]", "cases": "[]", "func_accuracy": "[]",
                                     "sandbox_isolation": ""})
         # Which isolation the verifiers ran under (engine/sandbox/README.md): recorded on every row it judged.
-        added["sandbox_isolation"][ok_mask(batch)] = (
-            f"{self.sandbox.network_isolation}/{self.sandbox.process_isolation}")
+        added["sandbox_isolation"][ok_mask(batch)] = self.sandbox.isolation
         reasons, details = [""] * n, [""] * n
         for i in np.flatnonzero(ok_mask(batch)):
             reasons[i], details[i] = self._row(json.loads(batch["verifications"][i]), added, i)

@@ -9,6 +9,7 @@ import os
 import pyarrow.parquet as pq
 
 from engine.runner import run
+from engine.sandbox.isolation import find_bwrap
 from engine.stages.autoif import seed_constraints
 
 
@@ -39,7 +40,8 @@ def test_autoif_phases_account_for_every_line_and_constraint(local_ray, tiny_cfg
     assert phase2["counts"]["cv_generations"] == 2 * rates["instructions_in"]
     assert rates["instructions_verified"] == phase2["rows_out"]
     assert len(rates["sandbox_isolation"]) == 1
-    if os.geteuid() == 0:  # root here can unshare network and PID namespaces
-        assert rates["sandbox_isolation"] == ["namespace/pid_namespace"]
+    if os.geteuid() == 0:  # root here: network, PID and mount isolation (bwrap where it is installed)
+        mounts = "bwrap" if find_bwrap() else "mount_namespace"
+        assert rates["sandbox_isolation"] == [f"namespace/pid_namespace/{mounts}"]
     if phase2["rows_out"] == 0:
         assert summary["rounds_completed"] == 2  # nothing verified: phase 3 has nothing to answer

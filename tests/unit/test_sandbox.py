@@ -561,3 +561,206 @@ def test_engine_never_runs_verifier_code(sandbox):
     assert sandbox.check(code, [("a", True)])[0].status == "pass"
     assert "RAN_HERE" not in os.environ
     assert sys.modules.get("verifier") is None
+
+
+# -- what only a private root contains: the host's files, processes and /tmp; other jobs; disk --------------------
+
+
+def test_planted_world_readable_secret_outside_the_job_cannot_be_read(any_box):
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    planted = f"/var/tmp/ee-planted-{uuid.uuid4().hex}"
+    with open(planted, "w") as f:
+        f.write(secret)
+    os.chmod(planted, 0o644)  # readable by every user of the machine
+    project_file = os.path.abspath(engine.__file__)  # the project tree (world-readable here too)
+    try:
+        code = "def evaluate(path):\n    return open(path).read()\n"
+        verdicts = any_box.check(code, [(planted, secret), (project_file, "")])
+    finally:
+        os.unlink(planted)
+    if any_box.filesystem_isolation == "none":  # the check can fail: without a private root the secret leaks
+        assert verdicts[0].status == "pass"
+        return
+    assert [v.status for v in verdicts] == ["error", "error"]
+    assert all("FileNotFoundError" in v.detail for v in verdicts)  # neither /var nor the project exists in the root
+    assert not any(secret in v.detail or secret in v.output for v in verdicts)
+
+
+def test_proc_shows_only_the_jobs_own_processes(any_box):
+    import subprocess
+
+    marker = f"ee-host-marker-{uuid.uuid4().hex}"
+    host = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])  # a host command line
+    code = src(f"""
+        import os
+        def evaluate(response):
+            lines = {{}}
+            for name in os.listdir("/proc"):
+                if name.isdigit():
+                    try:
+                        lines[int(name)] = open(f"/proc/{{name}}/cmdline", "rb").read().replace(b"\\0", b" ")
+                    except OSError:
+                        pass
+            mine = all(b"_child.py" in line for line in lines.values())  # (bwrap's init names it too)
+            return [len(lines), max(lines), mine, any(b"{marker}" in line for line in lines.values()),
+                    {host.pid} in lines]
+    """)
+    try:
+        [verdict] = any_box.check(code, [("a", None)])
+    finally:
+        host.kill()
+        host.wait()
+    assert verdict.status == "fail"
+    if any_box.filesystem_isolation == "none":  # the check can fail: the host's /proc shows everything
+        assert verdict.detail.endswith(", False, True, True], expected None")
+        return
+    # the job's own tree only: (bwrap's init,) the namespace init and the worker, all running the child script;
+    # no host process, its command line or its pid
+    count = 3 if any_box.filesystem_isolation == "bwrap" else 2
+    assert verdict.detail == f"evaluate returned [{count}, {count}, True, False, False], expected None"
+
+
+def test_nothing_written_to_tmp_survives_the_job_or_reaches_the_host(any_box):
+    name = f"ee-left-{uuid.uuid4().hex}"
+    code = src(f"""
+        import os
+        def evaluate(response):
+            if response == "write":
+                with open("/tmp/{name}", "w") as f:
+                    f.write("left behind")
+                with open("kept-in-workdir", "w") as f:
+                    f.write("x")
+            return sorted(os.listdir("/tmp")) == [] or "{name}" in os.listdir("/tmp")
+    """)
+    [written] = any_box.check(code, [("write", True)])
+    assert written.status == "pass"  # it really wrote the file (it saw it in its /tmp)
+    on_host = os.path.exists(f"/tmp/{name}")
+    if any_box.filesystem_isolation == "none":  # the check can fail: the host's /tmp keeps it
+        assert on_host
+        os.unlink(f"/tmp/{name}")
+        return
+    assert not on_host
+    # a later job starts with an empty /tmp and an empty workdir: nothing survived
+    look = "import os\ndef evaluate(r):\n    return [os.listdir('/tmp'), os.listdir('.')]\n"
+    [later] = any_box.check(look, [("a", [[], []])])
+    assert later.status == "pass", later
+
+
+@needs_root
+def test_second_job_keeps_forking_while_the_first_forks_without_limit(any_box):
+    baseline = sandbox_processes()
+    bomb = src("""
+        import os
+        def evaluate(response):
+            while True:
+                try:
+                    os.fork()
+                except OSError:
+                    pass
+    """)
+    # Starts once the bomb is under way (1.5 s; it fills RLIMIT_NPROC in well under 0.5 s and runs for 4 s), then
+    # needs 8 processes at once: with one uid shared by both jobs the bomb holds all of RLIMIT_NPROC (16) and these
+    # forks fail (checked by hand with every job given the same uid: "Resource temporarily unavailable").
+    worker = src(f"""
+        import os, time
+        def evaluate(response):
+            time.sleep(1.5)
+            pids = []
+            for _ in range(8):
+                pid = os.fork()
+                if pid == 0:
+                    time.sleep(0.3)
+                    os._exit(0)
+                pids.append(pid)
+            for pid in pids:
+                os.waitpid(pid, 0)
+            return [len(pids), os.getuid() in range({JOB_UIDS.start}, {JOB_UIDS.stop})]
+    """)
+    with Sandbox(Limits(wall_s=4, processes=16, workers=2), isolation=any_box.mode) as box:
+        results = box.check_many([(bomb, [("a", True)]), (worker, [("b", [8, True])])])
+    assert results[0][0].status == "timeout"  # the bomb ran until the wall clock
+    assert results[1][0] == Verdict("pass", "", "")  # all 8 forks of the other job worked, under its own job uid
+    assert_no_leftovers(baseline)
+    # concurrent jobs never share a uid
+    uid_of = "import os, time\ndef evaluate(r):\n    time.sleep(0.5)\n    return os.getuid()\n"
+    uids = any_box.check_many([(uid_of, [("a", None)])] * 2)
+    assert len({v[0].detail for v in uids}) == 2, uids
+
+
+def test_disk_fill_stops_at_the_cap(mounted):
+    with Sandbox(Limits(wall_s=20, tmp_mb=4, file_mb=1, workers=1), isolation=mounted.mode) as box:
+        code = src("""
+            import errno
+            def evaluate(where):
+                written = 0
+                for k in range(100):   # 100 files of 512 KiB: far past the 4 MiB cap, each under RLIMIT_FSIZE
+                    try:
+                        with open(f"{where}/fill-{k}", "wb") as f:
+                            f.write(b"x" * (512 << 10))
+                        written += 512 << 10
+                    except OSError as exc:
+                        return [errno.errorcode[exc.errno], written]
+                return ["no limit", written]
+        """)
+        verdicts = box.check(code, [("/tmp", None), (".", None)])
+    for verdict in verdicts:  # /tmp and the workdir: each stopped at its own 4 MiB tmpfs, not at the host disk
+        assert verdict.status == "fail"
+        assert verdict.detail in (f"evaluate returned ['ENOSPC', {n << 19}], expected None" for n in (6, 7, 8))
+
+
+@needs_root
+@pytest.mark.skipif(not cgroup_parents(), reason="no writable cgroup v1 pids/memory hierarchy here")
+def test_job_cgroups_cap_processes_and_memory_and_are_removed(sandbox):
+    parents = cgroup_parents()
+    ours = lambda: [(c, d) for c, p in parents.items() for d in os.listdir(p)  # noqa: E731
+                    if d.startswith(f"engine-sandbox-{os.getpid()}-")]
+    seen = {}
+
+    def watch():
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not seen:
+            for controller, name in ours():
+                knob = "pids.max" if controller == "pids" else "memory.limit_in_bytes"
+                try:
+                    with open(os.path.join(parents[controller], name, knob)) as f:
+                        seen[controller] = int(f.read())
+                except OSError:
+                    continue
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    [verdict] = sandbox.check("import time\ndef evaluate(r):\n    time.sleep(1)\n    return 1\n", [("a", 1)])
+    watcher.join()
+    assert verdict.status == "pass"
+    if "pids" in parents:
+        assert seen["pids"] == LIMITS.processes + 4
+    if "memory" in parents:
+        assert seen["memory"] == (LIMITS.memory_mb + 2 * LIMITS.tmp_mb + 64) << 20
+    assert ours() == []  # removed with the job
+
+
+@needs_root
+@pytest.mark.skipif("memory" not in cgroup_parents(), reason="no writable cgroup v1 memory controller here")
+def test_memory_of_the_whole_job_is_capped():
+    # Each child stays under RLIMIT_AS (128 MiB) but together they touch 4 x 90 MiB, past the job's cgroup limit
+    # (128 + 2 x 4 + 64 = 200 MiB): the kernel kills one of them.
+    with Sandbox(Limits(wall_s=30, memory_mb=128, tmp_mb=4, workers=1)) as box:
+        code = src("""
+            import os, time
+            def evaluate(response):
+                pids = []
+                for _ in range(4):
+                    pid = os.fork()
+                    if pid == 0:
+                        block = bytearray(90 << 20)
+                        for i in range(0, len(block), 4096):
+                            block[i] = 1
+                        time.sleep(2)
+                        os._exit(0)
+                    pids.append(pid)
+                return sorted(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids)
+        """)
+        [verdict] = box.check(code, [("a", [0, 0, 0, 0])])
+    assert verdict.status in ("fail", "error"), verdict
+    assert "-9" in verdict.detail or "SIGKILL" in verdict.detail  # the OOM killer of the job's cgroup

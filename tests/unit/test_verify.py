@@ -2,8 +2,10 @@
 functions really run in the sandbox."""
 
 import json
+import os
 
 import numpy as np
+import pytest
 
 from engine.stages.verify import CrossValidate, VerifyGen
 from tests.conftest import seed_batch
@@ -84,3 +86,19 @@ def test_augmented_lines_become_rows_with_every_line_accounted_for(tiny_cfg):
     assert list(batch["instruction"][ok]) == seeds + ["Use exactly two emojis.", "Quote the final sentence."]
     assert sorted(batch["reason"][~ok]) == ["duplicate_instruction", "duplicate_instruction", "empty_line"]
     assert len(batch["id"]) == len(seeds) + 5 and counts["new"] == 2
+
+
+def test_strict_sandbox_refuses_to_run_without_mount_isolation(tiny_cfg):
+    tiny_cfg.autoif.sandbox.require = "strict"
+    if os.geteuid() == 0:  # mount isolation is available here: strict runs, and every judged row records it
+        stage = CrossValidate(tiny_cfg)
+        batch = seed_batch(["Answer in capital letters."])
+        batch["verifications"] = np.array([json.dumps([_generation(UPPER, [("HELLO", True)])])], dtype=object)
+        out = stage(batch)
+        stage.sandbox.close()
+        assert out["status"][0] == "ok"
+        assert out["sandbox_isolation"][0] in ("namespace/pid_namespace/bwrap",
+                                               "namespace/pid_namespace/mount_namespace")
+    tiny_cfg.autoif.sandbox.isolation = "none"
+    with pytest.raises(RuntimeError, match="require=strict: verifiers would run without mount isolation"):
+        CrossValidate(tiny_cfg)
