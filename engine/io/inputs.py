@@ -52,6 +52,8 @@ def hf_cache_files(data: DataConfig) -> list[Path]:
 def resolve_shape(data: DataConfig, files: list[Path]) -> Shape:
     """The shape the run reads its rows with: `data.format` with `data.fields` over it, or for `auto` what the
     first `data.schema_check_rows` rows suggest (logged; the runner records it in the manifest and summary)."""
+    if data.source not in ("file", "hf"):
+        raise ConfigError(f"data.source must be file or hf, not {data.source!r}")
     overrides = {name: path for name, path in asdict(data.fields).items() if path}
     try:
         if data.format != "auto":
