@@ -599,7 +599,8 @@ def main(argv: list[str]) -> None:
         with contextlib.suppress(ImportError):
             __import__(name)
     if cfg["isolation"] == "bwrap":  # inside bwrap: namespaces and root are in place; this process is I
-        _namespace_init(cfg, proto_in, proto_out, {"network": "namespace", "pid_namespace": True, "filesystem": "bwrap"})
+        state = {"network": "namespace", "pid_namespace": True, "filesystem": "bwrap"}
+        _namespace_init(cfg, proto_in, proto_out, state)
     network, pid_namespace = _isolate_namespaces(cfg["isolation"] == "namespaces")
     _supervise(cfg, proto_in, proto_out, {"network": network, "pid_namespace": pid_namespace, "filesystem": "none"})
 

@@ -24,7 +24,8 @@ BWRAP_PATHS = ("/usr/bin/bwrap", "/bin/bwrap", "/usr/local/bin/bwrap")
 UID_LOCK_DIR = "/run/engine-sandbox"  # root-only; one lock file per uid in use
 CGROUP_V1 = "/sys/fs/cgroup"
 SUPERVISOR_PROCESSES = 4  # launcher/bwrap, bwrap's init, the namespace init: counted in pids.max beside the worker
-INSTALL_HINT = "install bubblewrap (`apt-get install -y bubblewrap` on Debian/Ubuntu, `dnf install bubblewrap` on Fedora)"
+INSTALL_HINT = ("install bubblewrap (`apt-get install -y bubblewrap` on Debian/Ubuntu, `dnf install bubblewrap` on "
+                "Fedora)")
 
 
 def find_bwrap() -> str | None:

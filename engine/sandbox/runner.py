@@ -2,8 +2,9 @@
 
 Nothing in this module executes verifier code. Each job (one verifier source plus its cases) gets a fresh child
 interpreter (`_child.py`) in a throw-away working directory, with its own uid and cgroups (`isolation.py`); up to
-`Limits.workers` jobs run at once, each supervised by one thread of a ThreadPoolExecutor. The wall-clock limit is enforced here with select() deadlines,
-never with SIGALRM: signal handlers only run on the main thread, and `check` must work from any thread.
+`Limits.workers` jobs run at once, each supervised by one thread of a ThreadPoolExecutor. The wall-clock limit is
+enforced here with select() deadlines, never with SIGALRM: signal handlers only run on the main thread, and `check`
+must work from any thread.
 """
 
 from __future__ import annotations
@@ -133,7 +134,8 @@ class _Child:
         cgroups = cgroup.procs_files if cgroup is not None else []
         if mode == "bwrap":
             # The child joins the cgroups, then execs bwrap, which runs the child script again inside the job's root.
-            cfg = {"cgroups": cgroups, "exec": bwrap_argv(sandbox._bwrap, sandbox._plan, CHILD_SCRIPT, [json.dumps(cfg)])}
+            argv = bwrap_argv(sandbox._bwrap, sandbox._plan, CHILD_SCRIPT, [json.dumps(cfg)])
+            cfg = {"cgroups": cgroups, "exec": argv}
         else:
             cfg["cgroups"] = cgroups
         # An explicit, minimal environment: nothing of the engine's (tokens, keys, proxies) reaches the child.

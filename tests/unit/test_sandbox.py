@@ -32,7 +32,7 @@ LIMITS = Limits(wall_s=WALL_S, cpu_s=5, memory_mb=512, file_mb=1, processes=16, 
 JOB_UIDS = range(LIMITS.uid_first, LIMITS.uid_first + LIMITS.uid_count)
 IS_ROOT = os.geteuid() == 0
 HAS_BWRAP = find_bwrap() is not None
-needs_root = pytest.mark.skipif(not IS_ROOT, reason="per-job uids (and the containment built on them) need a root engine")
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="per-job uids (and what is built on them) need a root engine")
 
 
 def src(code: str) -> str:
