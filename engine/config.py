@@ -127,12 +127,24 @@ class ClusterConfig:
 
 
 @dataclass
+class CostConfig:
+    """Prices for the cost line of summary.json["throughput"]; None leaves the cost out."""
+
+    gpu_hour_usd: Optional[float] = None  # one accelerator for an hour
+    cpu_hour_usd: Optional[float] = None  # one node (machine) for an hour
+
+
+@dataclass
 class RunConfig:
     """Where the outputs go and the run's seed."""
 
     output_dir: str = MISSING
     seed: int = 0
-    progress: bool = True
+    # line: one log line per stage (rows done, rows/s, ETA) every progress_interval_s, Ray Data's bars off |
+    # verbose: those lines and Ray Data's progress bars | off (true/false also work: line/off)
+    progress: str = "line"
+    progress_interval_s: float = 30.0
+    cost: CostConfig = field(default_factory=CostConfig)
     resume: bool = True  # rerun into the same output_dir: finish what is missing; false: start over
     shard_rows: int = 10000  # rows per committed output shard (the unit a resumed run skips)
 
@@ -322,7 +334,7 @@ def to_config(cfg: Any) -> Config:
 
 
 # Keys that change where or how fast a run goes, not what it writes: a resumed run may change them.
-NOT_HASHED = {"run": ("output_dir", "progress", "resume", "shard_rows"), "cluster": None, "analysis": None,
+NOT_HASHED = {"run": ("output_dir", "progress", "progress_interval_s", "cost", "resume", "shard_rows"), "cluster": None, "analysis": None,
               "compare": None}  # each evolver's own run hashes its model
 
 

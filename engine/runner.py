@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,12 +37,13 @@ from engine.recipes import StageSpec, get_recipe
 from engine.stages import output_space
 from engine.stages.guard import RowsLost, StageChain
 from engine.stages.select import RANKINGS, Cut, Select, check_select, plan_cut, selection_active
+from engine import throughput
 
 log = logging.getLogger("engine.runner")
 
 
-def _run_cheap_stages(batch, steps: list[tuple[type, dict]], cfg: Config):
-    return StageChain(steps, cfg)(batch)
+def _run_cheap_stages(batch, steps: list[tuple[type, dict]], cfg: Config, progress=None):
+    return StageChain(steps, cfg, progress=progress)(batch)
 
 
 def _read_files(batch, limit: int | None, batch_rows: int, policy: ReadPolicy):
@@ -91,8 +93,65 @@ def prepare_ray(cfg: Config) -> bool:
     started = init_ray(cfg)
     context = DataContext.get_current()
     context.max_errored_blocks = cfg.cluster.max_errored_blocks
-    context.enable_progress_bars = cfg.run.progress
+    context.enable_progress_bars = progress_mode(cfg.run.progress) == "verbose"
     return started
+
+
+def progress_mode(value) -> str:
+    """run.progress as one of line | verbose | off (true and false, from older configs, mean line and off)."""
+    mode = {"true": "line", "false": "off"}.get(str(value).lower(), str(value).lower())
+    if mode not in ("line", "verbose", "off"):
+        raise ConfigError(f"run.progress={value!r}: use line, verbose or off")
+    return mode
+
+
+class ProgressBoard:
+    """Rows each stage has finished in this round, as its actors report them; the driver reads it to log."""
+
+    def __init__(self):
+        self.rows: dict[str, int] = {}
+
+    def add(self, stage: str, rows: int) -> None:
+        self.rows[stage] = self.rows.get(stage, 0) + rows
+
+    def totals(self) -> dict[str, int]:
+        return dict(self.rows)
+
+
+class ReportProgress:
+    """What a StageChain calls after each batch: tells the board without waiting for it."""
+
+    def __init__(self, board):
+        self.board = board
+
+    def __call__(self, stage: str, rows: int) -> None:
+        self.board.add.remote(stage, rows)
+
+
+@contextmanager
+def progress_lines(cfg: Config, round_num: int, expected: int):
+    """Unless run.progress=off: a board the stages report to, and a driver thread that logs one line per stage
+    (rows done, rows/s, ETA) every run.progress_interval_s; yields the reporter to hand the stages (or None)."""
+    if progress_mode(cfg.run.progress) == "off":
+        yield None
+        return
+    board = ray.remote(num_cpus=0)(ProgressBoard).remote()
+    stop, started = threading.Event(), time.perf_counter()
+
+    def watch() -> None:
+        while not stop.wait(cfg.run.progress_interval_s):
+            for stage, done in ray.get(board.totals.remote()).items():
+                log.info("%s", throughput.progress_line(round_num, stage, done, expected,
+                                                         time.perf_counter() - started))
+
+    thread = threading.Thread(target=watch, name="progress", daemon=True)
+    thread.start()
+    try:
+        yield ReportProgress(board)
+    finally:
+        stop.set()
+        thread.join()
+        ray.kill(board)
 
 
 def first_instructions(files: list[Path], n: int, shape: Shape | None = None) -> list[str]:
@@ -129,22 +188,24 @@ def group_stages(specs: list[StageSpec]) -> list[list[StageSpec]]:
     return groups
 
 
-def apply_stages(ds: "ray.data.Dataset", specs: list[StageSpec], cfg: Config) -> "ray.data.Dataset":
+def apply_stages(ds: "ray.data.Dataset", specs: list[StageSpec], cfg: Config, progress=None) -> "ray.data.Dataset":
     """The recipe's stages as map_batches calls: one actor pool per model stage (the cheap stages after it run in
-    the same actors), with the cluster's failure policy: a dead actor is restarted and its batches retried."""
+    the same actors), with the cluster's failure policy: a dead actor is restarted and its batches retried.
+    `progress` (from progress_lines) is handed to every stage chain."""
     for group in group_stages(specs):
-        ds = _apply_group(ds, group, cfg)
+        ds = _apply_group(ds, group, cfg, progress)
     return ds
 
 
-def _apply_group(ds: "ray.data.Dataset", group: list[StageSpec], cfg: Config) -> "ray.data.Dataset":
+def _apply_group(ds: "ray.data.Dataset", group: list[StageSpec], cfg: Config, progress=None) -> "ray.data.Dataset":
     cluster = cfg.cluster
     steps = [(spec.stage, spec.kwargs) for spec in group]
     # Ray 2.60 has no named map_batches parameter for retry policy yet: it goes in as remote args.
     if not group[0].uses_model:
         # batch_size=None: each block as it comes (blocks are stage-batch sized), never waiting to fill a batch.
         return ds.map_batches(
-            partial(_run_cheap_stages, steps=steps, cfg=cfg), batch_size=None, num_cpus=cluster.actor_num_cpus,
+            partial(_run_cheap_stages, steps=steps, cfg=cfg, progress=progress), batch_size=None,
+            num_cpus=cluster.actor_num_cpus,
             udf_modifying_row_count=False, max_retries=cluster.task_max_retries,
         )
     resources_ = {"num_cpus": cluster.actor_num_cpus}
@@ -152,7 +213,8 @@ def _apply_group(ds: "ray.data.Dataset", group: list[StageSpec], cfg: Config) ->
         resources_["num_gpus"] = cluster.actor_num_gpus
     return ds.map_batches(
         StageChain,
-        fn_constructor_kwargs={"steps": steps, "cfg": cfg, "torch_threads": cluster.torch_threads},
+        fn_constructor_kwargs={"steps": steps, "cfg": cfg, "torch_threads": cluster.torch_threads, "pooled": True,
+                               "progress": progress},
         batch_size=cluster.batch_size,
         compute=ActorPoolStrategy(size=cluster.pool_size),
         udf_modifying_row_count=False,  # stages are one-to-one; GuardedStage enforces it
@@ -240,6 +302,7 @@ def run(cfg: Config, config_text: str | None = None) -> dict:
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     rounds: list[RoundCounts] = []
     started_ray = prepared = False
+    nodes = 1
     try:
         total_rounds = recipe_rounds(recipe, cfg)
         for round_num in range(1, total_rounds + 1):
@@ -252,6 +315,7 @@ def run(cfg: Config, config_text: str | None = None) -> dict:
                 break
             if not prepared:
                 started_ray, prepared = prepare_ray(cfg), True
+                nodes = max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
                 if hasattr(recipe, "before_rounds"):
                     recipe.before_rounds(cfg, out, partial(first_instructions, files, shape=shape),
                                          partial(call_in_actor, cfg))
@@ -274,7 +338,7 @@ def run(cfg: Config, config_text: str | None = None) -> dict:
         if started_ray:
             ray.shutdown()
     summary = build_summary(cfg, recipe, rounds, files, skipped, time.perf_counter() - started,
-                            manifest.header["config_hash"])
+                            manifest.header["config_hash"], nodes)
     summary["data_shape"] = shape.as_dict()
     write_dataset_info(out, [r.round for r in rounds], prefix=f"{cfg.recipe.name}_{cfg.model.name}")
     write_json(out / "summary.json", summary)
@@ -306,8 +370,9 @@ def _run_round(ds, recipe, cfg: Config, round_num: int, expected: int, out: Path
             ds = ds.map_batches(partial(fn, **kwargs), batch_size=None, udf_modifying_row_count=True, num_cpus=0.25,
                                 max_retries=cfg.cluster.task_max_retries)
         ds = stage_sized_blocks(ds, cfg)
-        ds = apply_stages(ds, recipe.stages(cfg, round_num), cfg)
-        commit_shards(ds, ledger, round_num, manifest, cfg)
+        with progress_lines(cfg, round_num, expected - reused_rows) as progress:
+            ds = apply_stages(ds, recipe.stages(cfg, round_num), cfg, progress)
+            commit_shards(ds, ledger, round_num, manifest, cfg)
     shards = manifest.shards(round_num)
     files = [ledger / name for name in sorted(shards)]
     written = sum(e["rows"] for e in shards.values())
@@ -433,7 +498,7 @@ def plan_selection(files: list[Path], cfg: Config) -> Cut:
 
 
 def build_summary(cfg: Config, recipe, rounds: list[RoundCounts], files, skipped, wall: float,
-                  config_digest: str) -> dict:
+                  config_digest: str, nodes: int = 1) -> dict:
     """The run summary: rows conserved overall (in = final out + every rejection) and per round, plus what the
     recipe itself reports (e.g. AutoIF's pass rate at every filter). `config_digest` is the manifest's hash of
     the config as given (a recipe may fill in more, e.g. the optimized Auto Evol-Instruct method)."""
@@ -478,6 +543,11 @@ def build_summary(cfg: Config, recipe, rounds: list[RoundCounts], files, skipped
     }
     if hasattr(recipe, "summarise"):
         summary[cfg.recipe.name] = recipe.summarise([r.as_dict() for r in rounds])
+    # Per-stage accounting from the actors' own timings, and what the run (and a million seeds) costs.
+    summary["stages"] = [entry for r in rounds for entry in throughput.stage_figures(r.round, r.stages)]
+    cost = {"gpu_hour_usd": cfg.run.cost.gpu_hour_usd, "cpu_hour_usd": cfg.run.cost.cpu_hour_usd}
+    summary["throughput"] = throughput.throughput(summary["stages"], rows_in, rows_out, wall,
+                                                  cfg.cluster.actor_num_gpus, nodes, cost)
     return summary
 
 
@@ -496,13 +566,14 @@ def analyse(cfg: Config, source: list[Path] | pa.Table, columns: list[str] | Non
         resolve_model_path(cfg.model)
     started = init_ray(cfg)
     try:
-        DataContext.get_current().enable_progress_bars = cfg.run.progress
+        DataContext.get_current().enable_progress_bars = progress_mode(cfg.run.progress) == "verbose"
         if isinstance(source, pa.Table):
             ds = ray.data.from_arrow(source)
         else:
             ds = ray.data.read_parquet([str(f) for f in source]).select_columns(columns)
         ds = apply_stages(stage_sized_blocks(ds, cfg), specs, cfg)
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            batch.pop(throughput.STATS_COLUMN, None)  # the stages' timings, not a column of the analysis
             sink(batch)
     finally:
         if started:

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.io.exporters import EXPORT_FORMATS, TEXT_COLUMNS, dataset_info_entries, write_lines
+from engine import throughput
 from engine.records import STATUS_OK
 from engine.stages import output_space
 
@@ -48,6 +49,7 @@ class RoundCounts:
     reused_rows: int = 0
     sums: Counter = field(default_factory=Counter)  # SUMMED_COLUMNS, plus counts a recipe adds between phases
     output_space: dict = field(default_factory=dict)  # evolver -> output-space histogram totals
+    stages: dict = field(default_factory=dict)  # stage -> timing totals from its actors (engine/throughput.py)
 
     def score_means(self) -> dict:
         """Mean scores over the round's kept rows (paper Table 15 reports mean IFD and IC-IFD)."""
@@ -74,7 +76,8 @@ class RoundCounts:
 
     def state(self) -> dict:
         """Everything needed to rebuild these counts (the manifest stores it when a round completes)."""
-        return {**self.as_dict(), "score_sums": dict(self.score_sums), "score_counts": dict(self.score_counts)}
+        return {**self.as_dict(), "score_sums": dict(self.score_sums), "score_counts": dict(self.score_counts),
+                "stages": self.stages}
 
     def merge(self, other: "RoundCounts") -> None:
         """Add another shard's counts of the same round to these."""
@@ -88,6 +91,7 @@ class RoundCounts:
             for key, counter in getattr(other, name).items():
                 mine[key].update(counter)
         output_space.merge_totals(self.output_space, other.output_space)
+        throughput.merge(self.stages, other.stages)
 
     @classmethod
     def from_state(cls, state: dict) -> "RoundCounts":
@@ -101,6 +105,7 @@ class RoundCounts:
             score_sums=Counter(state["score_sums"]), score_counts=Counter(state["score_counts"]),
             selection=state["selection"], reused_shards=state["resumed"]["shards_reused"],
             reused_rows=state["resumed"]["rows_reused"], output_space=state.get("output_space", {}),
+            stages=state.get("stages", {}),
         )
 
 
@@ -138,6 +143,9 @@ def split_shard(ledger_file: Path, output_dir: Path, round_num: int, index: int)
     writer = None
     for batch in pq.ParquetFile(ledger_file).iter_batches(batch_size=READ_ROWS):
         table = pa.Table.from_batches([batch])
+        if throughput.STATS_COLUMN in table.column_names:  # stage timings: counted here, never written out
+            throughput.add_column(counts.stages, table[throughput.STATS_COLUMN].to_pylist())
+            table = table.drop_columns([throughput.STATS_COLUMN])
         ok = pc.equal(table["status"], STATUS_OK)
         good, bad = table.filter(ok), table.filter(pc.invert(ok))
         counts.rows_in += table.num_rows

@@ -6,13 +6,17 @@ its own the stage itself is broken, and the original exception propagates (the r
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
+import uuid
 
 import numpy as np
 
 from engine.config import Config
 from engine.records import ok_mask, reject
+from engine.throughput import STATS_COLUMN, TokenMeter, batch_record
 
 log = logging.getLogger("engine.stages")
 DETAIL_LIMIT = 2000
@@ -39,6 +43,14 @@ class GuardedStage:
     def __init__(self, stage: type, cfg: Config, torch_threads: int | None = None, **kwargs):
         self.name = stage.__name__
         self.stage = stage(cfg, torch_threads=torch_threads or os.cpu_count(), **kwargs)
+        # Model stages hold their backend as `model`: count its tokens, whichever engine it is.
+        self.meter = None
+        if getattr(self.stage, "model", None) is not None:
+            self.meter = self.stage.model = TokenMeter(self.stage.model)
+
+    def tokens(self) -> tuple[int, int]:
+        """(prompt, generated) tokens the stage's model handled since the last call."""
+        return self.meter.take() if self.meter is not None else (0, 0)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows_in = len(batch["id"])
@@ -87,12 +99,44 @@ class GuardedStage:
 
 class StageChain:
     """Several guarded stages run one after another on each batch, in one task or actor: a model stage and the
-    cheap stages after it share its actor, so they neither wait for a batch of their own nor cost a task each."""
+    cheap stages after it share its actor, so they neither wait for a batch of their own nor cost a task each.
 
-    def __init__(self, steps: list[tuple[type, dict]], cfg: Config, torch_threads: int | None = None):
-        self.stages = [GuardedStage(stage, cfg, torch_threads=torch_threads, **kwargs) for stage, kwargs in steps]
+    It times its own work: each stage's constructor (the model load) and each call, with rows and tokens, as
+    records in the STATS_COLUMN of the batch's first row (engine/throughput.py adds them up). `progress`, when
+    given, is called with (stage name, rows) after every batch."""
+
+    def __init__(self, steps: list[tuple[type, dict]], cfg: Config, torch_threads: int | None = None,
+                 pooled: bool = False, progress=None):
+        self.instance, self.pooled, self.progress = uuid.uuid4().hex[:12], pooled, progress
+        self.started = time.time()
+        self.stages, self.load_s = [], []
+        for stage, kwargs in steps:
+            began = time.perf_counter()
+            self.stages.append(GuardedStage(stage, cfg, torch_threads=torch_threads, **kwargs))
+            self.load_s.append(time.perf_counter() - began)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        for stage in self.stages:
+        records = []
+        for stage, load_s in zip(self.stages, self.load_s):
+            ok_in = int(ok_mask(batch).sum())
+            t0 = time.time()
             batch = stage(batch)
-        return batch
+            t1 = time.time()
+            rows = len(batch["id"])
+            prompt_tokens, generated_tokens = stage.tokens()
+            records.append(batch_record(stage.name, self.instance, self.pooled, self.started, load_s, t0, t1, rows,
+                                        ok_in, int(ok_mask(batch).sum()), prompt_tokens, generated_tokens))
+            if self.progress is not None:
+                self.progress(stage.name, rows)
+        return with_records(batch, records)
+
+
+def with_records(batch: dict[str, np.ndarray], records: list[dict]) -> dict[str, np.ndarray]:
+    """The batch with `records` appended to those its first row already carries (an earlier actor's)."""
+    rows = len(batch["id"])
+    held = batch.get(STATS_COLUMN)
+    column = np.full(rows, "", dtype=object) if held is None else np.asarray(held, dtype=object).copy()
+    if rows:
+        column[0] = json.dumps((json.loads(column[0]) if column[0] else []) + records)
+    batch[STATS_COLUMN] = column
+    return batch

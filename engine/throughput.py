@@ -1,0 +1,199 @@
+"""Per-stage accounting: the timings each stage actor records about its own batches, added up per round into
+summary.json["stages"], with the run's cost and a labelled extrapolation to a million seeds.
+
+Records travel with the rows: the actor that ran a batch puts a JSON list of its stage records into the
+STATS_COLUMN of the batch's first row (the column is empty on every other row), so they survive Ray Data's
+re-blocking, retries (a retried batch's output replaces the failed one's) and resume (committed ledger shards
+keep them). The sinks fold the records into the round's counts and drop the column before any output is
+written: outputs never carry it."""
+
+from __future__ import annotations
+
+import json
+import math
+
+STATS_COLUMN = "_stage_stats"
+MILLION = 1_000_000
+
+
+def batch_record(stage: str, instance: str, pooled: bool, started: float, load_s: float, t0: float, t1: float,
+                 rows: int, ok_in: int, ok_out: int, prompt_tokens: int, generated_tokens: int) -> dict:
+    """What one stage did with one batch, timed inside its actor (wall clock, seconds since the epoch)."""
+    return {"stage": stage, "instance": instance, "pooled": pooled, "started": started, "load_s": load_s,
+            "t0": t0, "t1": t1, "rows": rows, "ok_in": ok_in, "ok_out": ok_out, "prompt_tokens": prompt_tokens,
+            "generated_tokens": generated_tokens}
+
+
+def empty_stage() -> dict:
+    return {"batches": 0, "rows": 0, "ok_in": 0, "ok_out": 0, "prompt_tokens": 0, "generated_tokens": 0,
+            "busy_s": 0.0, "first_t0": None, "last_t1": None, "pooled": False, "instances": {}}
+
+
+def add_record(stages: dict, record: dict) -> None:
+    """Fold one batch record into `stages` (stage name -> running totals; the per-instance entries keep what
+    the busy fraction needs: when the actor started, its model load and its last batch's end)."""
+    entry = stages.setdefault(record["stage"], empty_stage())
+    entry["batches"] += 1
+    for key in ("rows", "ok_in", "ok_out", "prompt_tokens", "generated_tokens"):
+        entry[key] += int(record[key])
+    entry["busy_s"] += record["t1"] - record["t0"]
+    entry["first_t0"] = record["t0"] if entry["first_t0"] is None else min(entry["first_t0"], record["t0"])
+    entry["last_t1"] = record["t1"] if entry["last_t1"] is None else max(entry["last_t1"], record["t1"])
+    entry["pooled"] = entry["pooled"] or bool(record["pooled"])
+    inst = entry["instances"].setdefault(record["instance"], {"started": record["started"],
+                                                              "load_s": record["load_s"], "last_t1": record["t1"]})
+    inst["started"] = min(inst["started"], record["started"])
+    inst["last_t1"] = max(inst["last_t1"], record["t1"])
+
+
+def add_column(stages: dict, values) -> None:
+    """Fold every record held in a batch's STATS_COLUMN values (JSON lists, or empty) into `stages`."""
+    for value in values:
+        if value:
+            for record in json.loads(value):
+                add_record(stages, record)
+
+
+def merge(mine: dict, other: dict) -> None:
+    """Add another shard's stage totals of the same round to `mine`."""
+    for name, theirs in other.items():
+        entry = mine.setdefault(name, empty_stage())
+        for key in ("batches", "rows", "ok_in", "ok_out", "prompt_tokens", "generated_tokens", "busy_s"):
+            entry[key] += theirs[key]
+        for key, pick in (("first_t0", min), ("last_t1", max)):
+            values = [v for v in (entry[key], theirs[key]) if v is not None]
+            entry[key] = pick(values) if values else None
+        entry["pooled"] = entry["pooled"] or theirs["pooled"]
+        for key, inst in theirs["instances"].items():
+            held = entry["instances"].setdefault(key, dict(inst))
+            held["started"] = min(held["started"], inst["started"])
+            held["last_t1"] = max(held["last_t1"], inst["last_t1"])
+
+
+def _rate(amount: float, seconds: float) -> float | None:
+    return round(amount / seconds, 3) if seconds > 0 else None
+
+
+def stage_figures(round_num: int, stages: dict) -> list[dict]:
+    """One entry per stage of a round, in data-path order, with the figures summary.json["stages"] shows.
+
+    busy_s: wall time inside the stage's own calls, summed over its actors; span_s: first batch start to last
+    batch end; load_s: the stage's constructor (model load) summed over its actors, apart from busy_s;
+    busy_fraction: busy_s over the actors' lifetime (constructor start to last batch end, load included)."""
+    out = []
+    # Data-path order: a stage's first batch starts after the first batch of the stage before it.
+    for name, e in sorted(stages.items(), key=lambda item: (item[1]["first_t0"] or 0.0, item[0])):
+        instances = e["instances"].values()
+        lifetime = sum(max(0.0, i["last_t1"] - i["started"]) for i in instances)
+        span = max(0.0, e["last_t1"] - e["first_t0"]) if e["batches"] else 0.0
+        load = sum(i["load_s"] for i in instances)
+        out.append({
+            "round": round_num, "stage": name, "kind": "actor_pool" if e["pooled"] else "tasks",
+            "actors": len(e["instances"]) if e["pooled"] else 0, "tasks": 0 if e["pooled"] else len(e["instances"]),
+            "batches": e["batches"], "rows_in": e["rows"], "rows_out": e["rows"], "ok_in": e["ok_in"],
+            "ok_out": e["ok_out"], "rejected": e["ok_in"] - e["ok_out"],
+            "prompt_tokens": e["prompt_tokens"], "generated_tokens": e["generated_tokens"],
+            "busy_s": round(e["busy_s"], 4), "span_s": round(span, 4), "load_s": round(load, 4),
+            "load_max_s": round(max((i["load_s"] for i in instances), default=0.0), 4),
+            "lifetime_s": round(lifetime, 4),
+            "busy_fraction": round(min(1.0, e["busy_s"] / lifetime), 4) if lifetime > 0 else None,
+            # per actor-second of stage work (one actor per accelerator: tokens/s per accelerator)
+            "generated_tokens_per_s": _rate(e["generated_tokens"], e["busy_s"]),
+            "prompt_tokens_per_s": _rate(e["prompt_tokens"], e["busy_s"]),
+            "rows_per_s": _rate(e["rows"], e["busy_s"]),
+            # the whole pool, over the stage's span
+            "rows_per_s_span": _rate(e["rows"], span),
+        })
+    return out
+
+
+def throughput(entries: list[dict], seeds: int, rows_out: int, wall_s: float, gpus_per_actor: float,
+               nodes: int, cost: dict) -> dict:
+    """The run's bottleneck, accelerator- and node-hours, cost per 1k kept rows and the 1M-seed extrapolation.
+
+    Accelerator-hours are the stage actors' lifetimes times the GPUs each reserves; node-hours are the run's
+    wall time times the nodes. The extrapolation scales each stage's measured busy time per seed linearly to
+    1M seeds over the same actors, takes the slowest stage of each round (stages stream concurrently) and adds
+    the rounds; model loads, Ray start and actor start are not in it."""
+    bottleneck = max(entries, key=lambda e: e["busy_s"] / max(e["actors"] or e["tasks"] or 1, 1), default=None)
+    accel_h = sum(e["lifetime_s"] for e in entries if e["kind"] == "actor_pool") * gpus_per_actor / 3600
+    node_h = wall_s * nodes / 3600
+    gpu_price, cpu_price = cost.get("gpu_hour_usd"), cost.get("cpu_hour_usd")
+    priced = gpu_price is not None or cpu_price is not None
+    cost_usd = (accel_h * (gpu_price or 0.0) + (node_h * cpu_price if cpu_price is not None else 0.0)) if priced \
+        else None
+    per_round: dict[int, float] = {}
+    for e in entries:
+        parallel = max(e["actors"] or 1, 1)
+        seconds = e["busy_s"] / parallel * MILLION / seeds if seeds else 0.0
+        per_round[e["round"]] = max(per_round.get(e["round"], 0.0), seconds)
+    hours_1m = sum(per_round.values()) / 3600
+    stage_actors = {e["stage"]: max(e["actors"], 1) for e in entries if e["kind"] == "actor_pool"}
+    accel_1m = hours_1m * sum(stage_actors.values()) * gpus_per_actor
+    cost_1m = None
+    if priced:
+        cost_1m = accel_1m * (gpu_price or 0.0) + (hours_1m * nodes * cpu_price if cpu_price is not None else 0.0)
+    kept_1m = rows_out * MILLION / seeds if seeds else 0.0
+    return {
+        "bottleneck": ({"round": bottleneck["round"], "stage": bottleneck["stage"],
+                        "busy_s_per_actor": round(bottleneck["busy_s"] / max(bottleneck["actors"] or 1, 1), 3)}
+                       if bottleneck else None),
+        "load_s": round(sum(e["load_s"] for e in entries), 3),
+        "busy_s": round(sum(e["busy_s"] for e in entries), 3),
+        "accelerator_hours": round(accel_h, 6),
+        "node_hours": round(node_h, 6),
+        "nodes": nodes,
+        "cost": {"gpu_hour_usd": gpu_price, "cpu_hour_usd": cpu_price,
+                 "total_usd": _round_or_none(cost_usd),
+                 "per_1k_kept_rows_usd": _round_or_none(cost_usd * 1000 / rows_out if cost_usd is not None
+                                                        and rows_out else None)},
+        "extrapolation_1m_seeds": {
+            "label": "extrapolation: measured per-stage busy time per seed scaled linearly to 1M seeds over the "
+                     "same actors; slowest stage per round, rounds added; excludes model loads and Ray start",
+            "hours": round(hours_1m, 4), "accelerator_hours": round(accel_1m, 4),
+            "rows_kept": round(kept_1m), "cost_usd": _round_or_none(cost_1m),
+        },
+    }
+
+
+def _round_or_none(value: float | None, digits: int = 6) -> float | None:
+    return round(value, digits) if value is not None and math.isfinite(value) else None
+
+
+class TokenMeter:
+    """A stage's backend with its token counts tallied: prompt and generated tokens of every generate() call,
+    and the tokens of every sequence token_losses() scores (prefill, counted as prompt tokens). Every backend
+    (HF, vLLM, echo) returns the same Generation objects, so the count is the same everywhere."""
+
+    def __init__(self, backend):
+        self._backend = backend
+        self.prompt_tokens = self.generated_tokens = 0
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+    def generate(self, prompts, sampling, *args, **kwargs):
+        generations = self._backend.generate(prompts, sampling, *args, **kwargs)
+        self.prompt_tokens += sum(int(g.prompt_tokens) for g in generations)
+        self.generated_tokens += sum(int(g.generated_tokens) for g in generations)
+        return generations
+
+    def token_losses(self, sequences):
+        self.prompt_tokens += sum(len(s) for s in sequences)
+        return self._backend.token_losses(sequences)
+
+    def take(self) -> tuple[int, int]:
+        """(prompt, generated) tokens since the last take."""
+        counts = self.prompt_tokens, self.generated_tokens
+        self.prompt_tokens = self.generated_tokens = 0
+        return counts
+
+
+def progress_line(round_num: int, stage: str, done: int, expected: int, elapsed_s: float) -> str:
+    """One live progress line: rows done of the round's, rows/s since the round began, and the ETA at that
+    rate (retried batches count again, so done is capped at the expected rows)."""
+    done = min(done, expected) if expected else done
+    rate = done / elapsed_s if elapsed_s > 0 else 0.0
+    share = f" ({100 * done / expected:.0f}%)" if expected else ""
+    eta = f"ETA {(expected - done) / rate:.0f} s" if rate > 0 and expected else "ETA unknown"
+    return f"round {round_num} {stage}: {done}/{expected} rows{share}, {rate:.2f} rows/s, {eta}"

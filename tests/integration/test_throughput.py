@@ -1,0 +1,61 @@
+"""Per-stage accounting end to end: the actors' own timings add up to the row accounting, fractions stay in
+[0, 1], outputs never carry the timing column, and a resumed round keeps its stages."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from engine.runner import run
+from engine.throughput import STATS_COLUMN
+
+
+def _seeds(tmp_path, n):
+    seeds = tmp_path / "seeds.jsonl"
+    lines = [json.dumps({"instruction": f"Describe item {i} of the list in detail.", "input": ""}) for i in range(n)]
+    lines.insert(3, "{not json")
+    seeds.write_text("\n".join(lines) + "\n")
+    return seeds
+
+
+def test_stage_accounting_adds_up_over_two_rounds(local_ray, tiny_cfg, tmp_path):
+    tiny_cfg.data.path = str(_seeds(tmp_path, 20))
+    tiny_cfg.rounds = 2
+    tiny_cfg.cluster.batch_size = 8
+    tiny_cfg.run.cost.cpu_hour_usd = 2.0
+    summary = run(tiny_cfg)
+    stages = summary["stages"]
+    for round_counts in summary["per_round"]:
+        mine = [s for s in stages if s["round"] == round_counts["round"]]
+        assert [s["stage"] for s in mine][:3] == ["Evolve", "Eliminate", "Respond"]
+        for s in mine:  # every row of the round passed every stage (one-to-one), ok or carried as rejected
+            assert s["rows_in"] == s["rows_out"] == round_counts["rows_in"]
+            assert s["kind"] == "actor_pool" and s["actors"] >= 1
+            assert 0.0 <= s["busy_fraction"] <= 1.0
+            assert 0.0 < s["busy_s"] <= s["lifetime_s"] and s["load_s"] <= s["lifetime_s"]
+            assert s["span_s"] <= s["lifetime_s"] + 1e-6
+            rejected_here = round_counts["rejected_by_stage"].get(s["stage"].lower(), 0)
+            assert s["rejected"] == rejected_here
+        # ok rows lost along the stages + rows rejected on reading = the round's rejections
+        read = round_counts["rejected_by_stage"].get("read", 0)
+        assert sum(s["rejected"] for s in mine) + read == round_counts["rows_rejected"]
+        assert mine[0]["ok_in"] == round_counts["rows_in"] - read
+        evolve = mine[0]
+        assert evolve["generated_tokens"] == round_counts["tokens"]["evolve_tokens"]
+        assert evolve["prompt_tokens"] == round_counts["tokens"]["evolve_prompt_tokens"]
+        assert evolve["generated_tokens_per_s"] > 0
+    t = summary["throughput"]
+    assert t["bottleneck"]["stage"] in {s["stage"] for s in stages}
+    assert t["accelerator_hours"] == 0.0 and t["node_hours"] > 0
+    assert t["cost"]["total_usd"] == pytest.approx(t["node_hours"] * 2.0, abs=1e-5)
+    assert t["cost"]["per_1k_kept_rows_usd"] > 0
+    assert t["extrapolation_1m_seeds"]["hours"] > 0 and "extrapolation" in t["extrapolation_1m_seeds"]["label"]
+    out = tmp_path / "out"
+    for path in (out / "data").rglob("*.parquet"):
+        assert STATS_COLUMN not in pq.read_schema(path).names
+    for line in (out / "rejects" / "round_1.jsonl").open():
+        assert STATS_COLUMN not in json.loads(line)
+
+    # A rerun finds both rounds in the manifest: the same stage figures, read back, not recomputed.
+    again = run(tiny_cfg)
+    assert again["stages"] == stages
