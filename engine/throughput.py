@@ -94,6 +94,7 @@ def stage_figures(round_num: int, stages: dict) -> list[dict]:
             "ok_out": e["ok_out"], "rejected": e["ok_in"] - e["ok_out"],
             "prompt_tokens": e["prompt_tokens"], "generated_tokens": e["generated_tokens"],
             "busy_s": round(e["busy_s"], 4), "span_s": round(span, 4), "load_s": round(load, 4),
+            "first_batch_at": e["first_t0"], "last_batch_at": e["last_t1"],  # epoch seconds
             "load_max_s": round(max((i["load_s"] for i in instances), default=0.0), 4),
             "lifetime_s": round(lifetime, 4),
             "busy_fraction": round(min(1.0, e["busy_s"] / lifetime), 4) if lifetime > 0 else None,
@@ -135,6 +136,7 @@ def throughput(entries: list[dict], seeds: int, rows_out: int, wall_s: float, gp
         cost_1m = accel_1m * (gpu_price or 0.0) + (hours_1m * nodes * cpu_price if cpu_price is not None else 0.0)
     kept_1m = rows_out * MILLION / seeds if seeds else 0.0
     return {
+        "steady_state_s": round(steady_state_s(entries), 3),
         "bottleneck": ({"round": bottleneck["round"], "stage": bottleneck["stage"],
                         "busy_s_per_actor": round(bottleneck["busy_s"] / max(bottleneck["actors"] or 1, 1), 3)}
                        if bottleneck else None),
@@ -154,6 +156,17 @@ def throughput(entries: list[dict], seeds: int, rows_out: int, wall_s: float, gp
             "rows_kept": round(kept_1m), "cost_usd": _round_or_none(cost_1m),
         },
     }
+
+
+def steady_state_s(entries: list[dict]) -> float:
+    """Seconds in which batches were being processed: per round, first batch start to last batch end over all
+    its stages, rounds added (Ray start, actor start and the model loads before the first batch left out)."""
+    windows: dict[int, tuple[float, float]] = {}
+    for e in entries:
+        if e["batches"]:
+            lo, hi = windows.get(e["round"], (e["first_batch_at"], e["last_batch_at"]))
+            windows[e["round"]] = min(lo, e["first_batch_at"]), max(hi, e["last_batch_at"])
+    return sum(hi - lo for lo, hi in windows.values())
 
 
 def _round_or_none(value: float | None, digits: int = 6) -> float | None:
