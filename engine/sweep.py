@@ -28,7 +28,8 @@ JOBS = ".jobs"
 # Columns of the CSV (the JSON keeps the nested breakdowns too).
 CSV_COLUMNS = ("job", "overrides", "model", "status", "output_dir", "rows_in", "rows_out", "rows_rejected",
                "rows_conserved", "mean_ic_ifd", "mean_ifd", "evolve_tokens", "response_tokens", "wall_time_s",
-               "rejected_by_reason", "error")
+               "steady_state_s", "tokens_per_s_per_accelerator", "tokens_per_s_per_node", "kept_rows_per_hour",
+               "cost_per_1k_kept_usd", "bottleneck", "rejected_by_reason", "error")
 
 
 class SweepSummary(Callback):
@@ -95,6 +96,7 @@ def job_record(note: dict) -> dict:
     summary = json.loads(path.read_text())
     record.update({key: summary[key] for key in ("rows_in", "rows_out", "rows_rejected", "rows_conserved",
                                                  "rejected_by_reason", "scores", "tokens", "wall_time_s")})
+    record["throughput"] = summary.get("throughput")  # absent in summaries written before per-stage accounting
     return record
 
 
@@ -111,6 +113,7 @@ def write_sweep_summary(sweep_dir: Path, records: list[dict]) -> None:
 
 def csv_row(record: dict) -> dict:
     scores, tokens = record.get("scores") or {}, record.get("tokens") or {}
+    speed = record.get("throughput") or {}
     return {
         **{key: record.get(key, "") for key in CSV_COLUMNS},
         "overrides": " ".join(record.get("overrides", [])),
@@ -118,5 +121,11 @@ def csv_row(record: dict) -> dict:
         "mean_ifd": scores.get("mean_ifd", ""),
         "evolve_tokens": tokens.get("evolve_tokens", ""),
         "response_tokens": tokens.get("response_tokens", ""),
+        "steady_state_s": speed.get("steady_state_s", ""),
+        "tokens_per_s_per_accelerator": speed.get("generated_tokens_per_s_per_accelerator", ""),
+        "tokens_per_s_per_node": speed.get("generated_tokens_per_s_per_node", ""),
+        "kept_rows_per_hour": speed.get("kept_rows_per_hour", ""),
+        "cost_per_1k_kept_usd": (speed.get("cost") or {}).get("per_1k_kept_rows_usd", ""),
+        "bottleneck": (speed.get("bottleneck") or {}).get("stage", ""),
         "rejected_by_reason": json.dumps(record.get("rejected_by_reason", {}), sort_keys=True),
     }

@@ -135,8 +135,16 @@ def throughput(entries: list[dict], seeds: int, rows_out: int, wall_s: float, gp
     if priced:
         cost_1m = accel_1m * (gpu_price or 0.0) + (hours_1m * nodes * cpu_price if cpu_price is not None else 0.0)
     kept_1m = rows_out * MILLION / seeds if seeds else 0.0
+    steady = steady_state_s(entries)
+    generated = sum(e["generated_tokens"] for e in entries)
+    accelerators = sum(stage_actors.values()) * gpus_per_actor
     return {
-        "steady_state_s": round(steady_state_s(entries), 3),
+        "steady_state_s": round(steady, 3),
+        "generated_tokens": generated,
+        # over the steady state: per accelerator on GPUs (None on CPU), per node everywhere
+        "generated_tokens_per_s_per_accelerator": _rate(generated, steady * accelerators) if accelerators else None,
+        "generated_tokens_per_s_per_node": _rate(generated, steady * nodes),
+        "kept_rows_per_hour": _rate(rows_out * 3600, steady),
         "bottleneck": ({"round": bottleneck["round"], "stage": bottleneck["stage"],
                         "busy_s_per_actor": round(bottleneck["busy_s"] / max(bottleneck["actors"] or 1, 1), 3)}
                        if bottleneck else None),

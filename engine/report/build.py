@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from engine.io.sinks import write_json
 from engine.report.html import render
 from engine.report.plots import draw_report
+from engine.report.throughput import per_model_section, stages_section
 
 ANALYZE = "python -m engine.analyze {run_dir}"
 OUTPUT_SPACE_FLAG = "recipe.output_space=true"
@@ -321,7 +322,8 @@ def collect(runs: list[Run]) -> dict:
     """Every number the report shows, per section, as plain JSON (report.json); the plots are drawn from it."""
     sections = {"difficulty": _difficulty(runs), "complexity": _complexity(runs), **_scores(runs),
                 "diversity": _diversity(runs), "top1_prob": _output_space(runs, "top1"),
-                "entropy": _output_space(runs, "entropy"), "reward": _reward(runs)}
+                "entropy": _output_space(runs, "entropy"), "reward": _reward(runs),
+                "stages": stages_section(runs), "per_model": per_model_section(runs)}
     return {"runs": [{"label": run.label, "run_dir": str(run.dir),
                       "summary": {k: run.summary.get(k) for k in SUMMARY_FIELDS}} for run in runs],
             "sections": sections}

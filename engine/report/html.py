@@ -8,6 +8,8 @@ from __future__ import annotations
 import html
 import math
 
+from engine.report.throughput import MODEL_HEAD, STAGE_HEAD, model_rows, stage_rows
+
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem auto;max-width:72rem;
 color:#222;padding:0 1rem}
@@ -86,6 +88,18 @@ def render(report: dict) -> str:
     fields = list(runs[0]["summary"]) if runs else []
     body.append(section("Run summary", None, table(["", *[r["label"] for r in runs]],
                                                    [[f, *[r["summary"][f] for r in runs]] for f in fields]), []))
+
+    m = s["per_model"]
+    body.append(section("Throughput, cost and quality per model", None, table(MODEL_HEAD, model_rows(m)), m["missing"],
+                        "Tokens/s over the steady state (batches in flight; loads and Ray start left out). Cost needs "
+                        "run.cost.gpu_hour_usd / cpu_hour_usd. The 1M-seed hours are an extrapolation of the measured "
+                        "per-stage rates, not a measurement."))
+    st = s["stages"]
+    rows = stage_rows(st)
+    body.append(section("Time per stage and round", plots.get("stages"), table(STAGE_HEAD, rows) if rows else "",
+                        st["missing"], "Timed inside the stage actors: busy = their calls summed, span = first batch "
+                        "start to last batch end, load = model load (apart), busy fraction = busy over the actors' "
+                        "lifetime; tokens/s and rows/s per actor-second of busy time."))
 
     d = s["difficulty"]
     stack = [*d["labels"], "unparsable"]

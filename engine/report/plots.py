@@ -115,6 +115,34 @@ def overlay(series: list[dict], path: Path, *, title: str, xlabel: str, density:
     _save(fig, path)
 
 
+def stage_bars(series: list[dict], path: Path) -> None:
+    """Time per stage and round: for each (round, stage) one bar per series, its busy time per actor (solid)
+    with the model load per actor stacked on top (hatched).
+
+    series: {"label", "colour", "entries": [summary.json["stages"] entries]}."""
+    keys = list(dict.fromkeys((e["round"], e["stage"]) for s in series for e in s["entries"]))
+    width = 0.8 / max(len(series), 1)
+    fig = Figure(figsize=(max(SIZE[0], 1.1 * len(keys) * max(len(series), 1)), SIZE[1]))
+    ax = fig.add_subplot()
+    for i, s in enumerate(series):
+        found = {(e["round"], e["stage"]): e for e in s["entries"]}
+        for j, key in enumerate(keys):
+            e = found.get(key)
+            if e is None:
+                continue
+            parallel = max(e.get("actors") or e.get("tasks") or 1, 1)
+            busy, load = (e.get("busy_s") or 0.0) / parallel, (e.get("load_s") or 0.0) / parallel
+            x = j + (i - (len(series) - 1) / 2) * width
+            ax.bar(x, busy, width * 0.92, color=s["colour"], label=plot_text(s["label"]) if j == 0 else None)
+            ax.bar(x, load, width * 0.92, bottom=busy, color="white", edgecolor=s["colour"], hatch="//",
+                   label="model load" if (i, j) == (0, 0) else None)
+    ax.set_xticks(range(len(keys)), [f"R{r}\n{plot_text(stage, 16)}" for r, stage in keys], fontsize=8)
+    ax.set_ylabel("seconds per actor")
+    ax.set_title("Time per stage and round (busy, model load hatched)")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
 def draw_report(report: dict, out: Path) -> dict[str, str]:
     """Draw every section of a report (see engine.report.build.collect) that has data; {section: PNG name}.
     A series keeps its colour across all plots."""
@@ -126,6 +154,9 @@ def draw_report(report: dict, out: Path) -> dict[str, str]:
 
     s = report["sections"]
     drawn = {}
+    if s["stages"]["series"]:
+        drawn["stages"] = "stage_time.png"
+        stage_bars(coloured(s["stages"]["series"]), out / drawn["stages"])
     if s["difficulty"]["series"]:
         drawn["difficulty"] = "difficulty_by_round.png"
         difficulty_bars(coloured(s["difficulty"]["series"]), s["difficulty"]["labels"], out / drawn["difficulty"])

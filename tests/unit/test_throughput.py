@@ -1,0 +1,145 @@
+"""Per-stage accounting on records built by hand: batch records fold into stage figures that add up (shard by
+shard or all at once), the cost and 1M-seed extrapolation follow from them, the stage chain writes its records
+into the first row only, and the report shows the stage table, the bar chart and one row per model."""
+
+import json
+
+import numpy as np
+import pytest
+
+from engine.backends.base import Generation
+from engine.report.build import build_report
+from engine.stages.guard import StageChain
+from engine.throughput import (STATS_COLUMN, add_column, batch_record, merge, progress_line, stage_figures,
+                               throughput)
+from tests.conftest import seed_batch
+
+
+def _column(records_per_row):
+    return [json.dumps(r) if r else "" for r in records_per_row]
+
+
+def _records():
+    # Two actors of "Evolve" (started at 100 and 101, loads 4 s and 5 s) and one batch of "Respond".
+    a = batch_record("Evolve", "a", True, 100.0, 4.0, 104.0, 106.0, 8, 8, 7, 80, 40)
+    b = batch_record("Evolve", "b", True, 101.0, 5.0, 106.0, 110.0, 8, 8, 8, 90, 50)
+    c = batch_record("Evolve", "a", True, 100.0, 4.0, 106.0, 107.0, 4, 4, 4, 40, 20)
+    d = batch_record("Respond", "r", True, 100.0, 3.0, 107.0, 112.0, 20, 19, 18, 300, 100)
+    return a, b, c, d
+
+
+def test_records_fold_into_figures_that_add_up():
+    a, b, c, d = _records()
+    whole: dict = {}
+    add_column(whole, _column([[a, d], None, [b], [c]]))
+    first, second = {}, {}
+    add_column(first, _column([[a, d], None]))
+    add_column(second, _column([[b], [c]]))
+    merge(first, second)
+    assert stage_figures(1, first) == stage_figures(1, whole)
+    evolve, respond = stage_figures(1, whole)
+    assert evolve["stage"] == "Evolve" and respond["stage"] == "Respond"  # data-path order
+    assert evolve["actors"] == 2 and evolve["batches"] == 3 and evolve["rows_in"] == 20
+    assert evolve["rejected"] == 1 and evolve["generated_tokens"] == 110 and evolve["prompt_tokens"] == 210
+    assert evolve["busy_s"] == pytest.approx(7.0) and evolve["span_s"] == pytest.approx(6.0)
+    assert evolve["load_s"] == pytest.approx(9.0)
+    # lifetimes: a 100 -> 107, b 101 -> 110: 16 s; busy 7 s
+    assert evolve["lifetime_s"] == pytest.approx(16.0) and evolve["busy_fraction"] == pytest.approx(7 / 16, abs=1e-4)
+    assert evolve["generated_tokens_per_s"] == pytest.approx(110 / 7, abs=1e-3)
+    assert 0.0 <= respond["busy_fraction"] <= 1.0
+
+
+def test_cost_and_extrapolation_follow_the_stage_rates():
+    a, b, c, d = _records()
+    stages: dict = {}
+    add_column(stages, _column([[a, b, c, d]]))
+    entries = stage_figures(1, stages)
+    t = throughput(entries, seeds=20, rows_out=10, wall_s=36.0, gpus_per_actor=1.0, nodes=1,
+                   cost={"gpu_hour_usd": 2.0, "cpu_hour_usd": None})
+    assert t["bottleneck"]["stage"] == "Respond"  # 5 s on its one actor against Evolve's 7 s over two
+    assert t["steady_state_s"] == pytest.approx(8.0)  # 104 -> 112
+    lifetimes = 16.0 + 12.0  # Evolve's two actors, Respond's one
+    assert t["accelerator_hours"] == pytest.approx(lifetimes / 3600, abs=1e-6)
+    assert t["cost"]["total_usd"] == pytest.approx(2.0 * lifetimes / 3600, abs=1e-6)
+    assert t["cost"]["per_1k_kept_rows_usd"] == pytest.approx(2.0 * lifetimes / 3600 * 100, abs=1e-5)
+    one_m = t["extrapolation_1m_seeds"]
+    assert one_m["hours"] == pytest.approx(5.0 * 1_000_000 / 20 / 3600, abs=1e-3)  # slowest stage, per seed
+    assert one_m["rows_kept"] == 500_000 and "extrapolation" in one_m["label"]
+    assert t["generated_tokens_per_s_per_accelerator"] == pytest.approx(210 / 8 / 3, abs=1e-3)
+    unpriced = throughput(entries, 20, 10, 36.0, 0.0, 1, {"gpu_hour_usd": None, "cpu_hour_usd": None})
+    assert unpriced["cost"]["total_usd"] is None and unpriced["accelerator_hours"] == 0.0
+
+
+def test_progress_line_has_rows_rate_and_eta():
+    assert progress_line(2, "Evolve", 50, 200, 10.0) == "round 2 Evolve: 50/200 rows (25%), 5.00 rows/s, ETA 30 s"
+    assert "ETA unknown" in progress_line(1, "Evolve", 0, 200, 10.0)
+
+
+class Shout:
+    """A model stage in miniature: its backend answers every instruction (fixed token counts)."""
+
+    def __init__(self, cfg, torch_threads=None):
+        self.model = Fixed()
+
+    def __call__(self, batch):
+        batch["evolved"] = np.asarray([g.text for g in self.model.generate(list(batch["instruction"]), None)],
+                                      dtype=object)
+        return batch
+
+
+class Fixed:
+    def generate(self, prompts, sampling):
+        return [Generation(p.upper(), prompt_tokens=5, generated_tokens=3, finish_reason="stop") for p in prompts]
+
+
+def test_stage_chain_times_its_stages_and_puts_records_on_the_first_row_only(tiny_cfg):
+    chain = StageChain([(Shout, {})], tiny_cfg, pooled=True)
+    out = chain(seed_batch(["Write a poem.", "List three rivers.", "Explain tides."]))
+    again = chain(dict(out))  # a second chain in the same batch appends to the first row's records
+    assert list(out["evolved"]) == ["WRITE A POEM.", "LIST THREE RIVERS.", "EXPLAIN TIDES."]
+    column = again[STATS_COLUMN]
+    assert column[1] == column[2] == ""
+    first, second = json.loads(column[0])
+    assert first["stage"] == second["stage"] == "Shout" and first["pooled"] and first["instance"] == chain.instance
+    assert (first["rows"], first["ok_in"], first["ok_out"]) == (3, 3, 3)
+    assert (first["prompt_tokens"], first["generated_tokens"]) == (15, 9) == (second["prompt_tokens"],
+                                                                               second["generated_tokens"])
+    assert first["started"] <= first["t0"] <= first["t1"] <= second["t0"] and first["load_s"] >= 0
+
+
+def test_report_shows_stages_and_the_per_model_table(tmp_path):
+    a, b, c, d = _records()
+    stages: dict = {}
+    add_column(stages, _column([[a, b, c, d]]))
+    entries = stage_figures(1, stages)
+    runs = []
+    for name, kept in (("small", 10), ("large", 15)):
+        run = tmp_path / name
+        run.mkdir()
+        t = throughput(entries, 20, kept, 36.0, 1.0, 1, {"gpu_hour_usd": 2.0, "cpu_hour_usd": None})
+        (run / "summary.json").write_text(json.dumps({
+            "model": name, "rows_in": 20, "rows_out": kept, "rows_rejected": 20 - kept, "scores": {"mean_ic_ifd": 0.4},
+            "rejected_by_reason": {"too_short": 3, "template_leak": 1, "stage_error": 1, "copied": 2},
+            "stages": entries, "throughput": t}))
+        runs.append(run)
+    index = build_report(runs, tmp_path / "report")
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["plots"]["stages"] == "stage_time.png"
+    assert (tmp_path / "report" / "stage_time.png").read_bytes().startswith(b"\x89PNG")
+    rows = {r["model"]: r for r in report["sections"]["per_model"]["rows"]}
+    assert rows["large"]["kept_fraction"] == 0.75 and rows["small"]["mean_ic_ifd"] == 0.4
+    assert rows["small"]["top_rejections"] == {"too_short": 3, "copied": 2, "stage_error": 1}
+    assert rows["large"]["cost_per_1k_kept_usd"] < rows["small"]["cost_per_1k_kept_usd"]
+    page = index.read_text()
+    assert "Time per stage and round" in page and "Throughput, cost and quality per model" in page
+    assert page.count("<td class=\"text\">small") >= 2  # a per-model row and its stage rows
+
+
+def test_a_run_without_timings_is_named_missing(tmp_path):
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"model": "m", "rows_in": 2, "rows_out": 1}))
+    build_report([run], tmp_path / "report")
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["sections"]["stages"]["missing"] and "stages" not in report["plots"]
+    assert np.isclose(report["sections"]["per_model"]["rows"][0]["kept_fraction"], 0.5)
