@@ -27,6 +27,7 @@ from engine.backends.base import Generation, Sampling, reject_too_long
 from engine.backends.chat import chat_prompt_ids
 from engine.backends.embedded import resolve_model_path
 from engine.backends.vllm_config import (
+    cpu_environment,
     engine_kwargs,
     losses_from_prompt_logprobs,
     prompt_logprob_peak_bytes,
@@ -57,6 +58,7 @@ class VLLMBackend:
         self.platform = "cpu" if current_platform.is_cpu() else "cuda"
         if self.platform == "cpu":
             gpus = 0
+            os.environ.update(cpu_environment(model))  # read by the engine's processes, which inherit it
         else:
             # The GPUs Ray granted this actor decide how vLLM runs its workers (none: its own placement group).
             gpus = visible_gpus(os.environ)

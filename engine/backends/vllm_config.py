@@ -130,6 +130,14 @@ def cpu_kvcache_bytes(model: ModelConfig, key: str = "model") -> int:
     return int(model.cpu_kvcache_gib * 2**30)
 
 
+def cpu_environment(model: ModelConfig, key: str = "model") -> dict[str, str]:
+    """What vLLM's CPU platform reads from the environment when its engine starts (no engine argument exists)."""
+    if model.cpu_reserved_cores < 0:
+        raise ConfigError(f"{key}.cpu_reserved_cores={model.cpu_reserved_cores} must be >= 0 (cores kept for vLLM's "
+                          "scheduler)")
+    return {"VLLM_CPU_NUM_OF_RESERVED_CPU": str(model.cpu_reserved_cores)}
+
+
 def sampling_kwargs(sampling: Sampling, seed: int | None, stop: Sequence[str] = ()) -> dict[str, Any]:
     """`vllm.SamplingParams(**kwargs)` for one row: its own seed, so its text does not depend on its batch."""
     kwargs: dict[str, Any] = {
@@ -215,5 +223,6 @@ def check_backend_available(cfg: Config) -> None:
         executor_backend(model, cfg.cluster.actor_num_gpus, key, platform)
         if platform == "cpu":
             cpu_kvcache_bytes(model, key)
+            cpu_environment(model, key)
         elif not 0.0 < model.gpu_memory_utilization <= 1.0:
             raise ConfigError(f"{key}.gpu_memory_utilization={model.gpu_memory_utilization} must be in (0, 1]")
