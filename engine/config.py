@@ -119,6 +119,9 @@ class ClusterConfig:
     actor_num_gpus: float = 0.0
     torch_threads: Optional[int] = None  # torch threads per actor (None: all cores of the node)
     batch_size: int = 16  # rows per map_batches call of a model stage
+    # One actor pool runs every stage of a round (each model loaded once per actor, not once per pool); false:
+    # a pool per model stage, so the stages pipeline across pools. benchmarks/pipeline_overhead.py measures both.
+    fuse_stages: bool = False
     read_batch_rows: int = 1000
     # Failure policy, set deliberately rather than inherited: a killed actor is restarted and its in-flight
     # batches retried (costing time, not rows); a block whose retries are exhausted fails the run unless

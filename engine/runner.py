@@ -93,8 +93,22 @@ def prepare_ray(cfg: Config) -> bool:
     started = init_ray(cfg)
     context = DataContext.get_current()
     context.max_errored_blocks = cfg.cluster.max_errored_blocks
-    context.enable_progress_bars = progress_mode(cfg.run.progress) == "verbose"
+    set_progress(context, cfg)
     return started
+
+
+# Ray Data's memory advice is a 9-line block; below verbose it comes at most this often.
+QUIET_DETECTOR_INTERVAL_S = 600
+
+
+def set_progress(context: DataContext, cfg: Config) -> None:
+    """Ray Data's own output for run.progress: its progress bars only when verbose, and its periodic
+    high-memory advice every QUIET_DETECTOR_INTERVAL_S instead of every 30 s unless verbose."""
+    verbose = progress_mode(cfg.run.progress) == "verbose"
+    context.enable_progress_bars = verbose
+    memory = context.issue_detectors_config.high_memory_detector_config
+    if not verbose and memory.detection_time_interval_s != -1:
+        memory.detection_time_interval_s = max(memory.detection_time_interval_s, QUIET_DETECTOR_INTERVAL_S)
 
 
 def progress_mode(value) -> str:
@@ -177,8 +191,12 @@ def call_in_actor(cfg: Config, cls: type, method: str, *args):
         ray.kill(actor)
 
 
-def group_stages(specs: list[StageSpec]) -> list[list[StageSpec]]:
-    """Each model stage with the cheap stages that follow it (they run in its actor); leading cheap stages alone."""
+def group_stages(specs: list[StageSpec], fuse: bool = False) -> list[list[StageSpec]]:
+    """Each model stage with the cheap stages that follow it (they run in its actor); leading cheap stages alone.
+    `fuse` (cluster.fuse_stages): every stage in one group, so one actor pool runs them all and loads each
+    model once per actor instead of once per pool."""
+    if fuse and any(spec.uses_model for spec in specs):
+        return [list(specs)]
     groups: list[list[StageSpec]] = []
     for spec in specs:
         if spec.uses_model or not groups:
@@ -192,7 +210,7 @@ def apply_stages(ds: "ray.data.Dataset", specs: list[StageSpec], cfg: Config, pr
     """The recipe's stages as map_batches calls: one actor pool per model stage (the cheap stages after it run in
     the same actors), with the cluster's failure policy: a dead actor is restarted and its batches retried.
     `progress` (from progress_lines) is handed to every stage chain."""
-    for group in group_stages(specs):
+    for group in group_stages(specs, cfg.cluster.fuse_stages):
         ds = _apply_group(ds, group, cfg, progress)
     return ds
 
@@ -201,7 +219,7 @@ def _apply_group(ds: "ray.data.Dataset", group: list[StageSpec], cfg: Config, pr
     cluster = cfg.cluster
     steps = [(spec.stage, spec.kwargs) for spec in group]
     # Ray 2.60 has no named map_batches parameter for retry policy yet: it goes in as remote args.
-    if not group[0].uses_model:
+    if not any(spec.uses_model for spec in group):
         # batch_size=None: each block as it comes (blocks are stage-batch sized), never waiting to fill a batch.
         return ds.map_batches(
             partial(_run_cheap_stages, steps=steps, cfg=cfg, progress=progress), batch_size=None,
@@ -370,7 +388,8 @@ def _run_round(ds, recipe, cfg: Config, round_num: int, expected: int, out: Path
             ds = ds.map_batches(partial(fn, **kwargs), batch_size=None, udf_modifying_row_count=True, num_cpus=0.25,
                                 max_retries=cfg.cluster.task_max_retries)
         ds = stage_sized_blocks(ds, cfg)
-        with progress_lines(cfg, round_num, expected - reused_rows) as progress:
+        # an expanding round's row count is known only at its end: its lines give rows and rate, no ETA
+        with progress_lines(cfg, round_num, 0 if expansion else expected - reused_rows) as progress:
             ds = apply_stages(ds, recipe.stages(cfg, round_num), cfg, progress)
             commit_shards(ds, ledger, round_num, manifest, cfg)
     shards = manifest.shards(round_num)
@@ -566,7 +585,7 @@ def analyse(cfg: Config, source: list[Path] | pa.Table, columns: list[str] | Non
         resolve_model_path(cfg.model)
     started = init_ray(cfg)
     try:
-        DataContext.get_current().enable_progress_bars = progress_mode(cfg.run.progress) == "verbose"
+        set_progress(DataContext.get_current(), cfg)
         if isinstance(source, pa.Table):
             ds = ray.data.from_arrow(source)
         else:

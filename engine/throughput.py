@@ -96,8 +96,12 @@ def stage_figures(round_num: int, stages: dict) -> list[dict]:
             "busy_s": round(e["busy_s"], 4), "span_s": round(span, 4), "load_s": round(load, 4),
             "first_batch_at": e["first_t0"], "last_batch_at": e["last_t1"],  # epoch seconds
             "load_max_s": round(max((i["load_s"] for i in instances), default=0.0), 4),
-            "lifetime_s": round(lifetime, 4),
-            "busy_fraction": round(min(1.0, e["busy_s"] / lifetime), 4) if lifetime > 0 else None,
+            # tasks: a worker process runs other work between them, so no lifetime or busy fraction
+            "lifetime_s": round(lifetime, 4) if e["pooled"] else None,
+            # actor -> its lifetime as far as this stage saw it (the stages of one chain share an actor)
+            "actor_lifetimes": {k: round(max(0.0, i["last_t1"] - i["started"]), 4) for k, i in
+                                sorted(e["instances"].items())} if e["pooled"] else {},
+            "busy_fraction": round(min(1.0, e["busy_s"] / lifetime), 4) if e["pooled"] and lifetime > 0 else None,
             # per actor-second of stage work (one actor per accelerator: tokens/s per accelerator)
             "generated_tokens_per_s": _rate(e["generated_tokens"], e["busy_s"]),
             "prompt_tokens_per_s": _rate(e["prompt_tokens"], e["busy_s"]),
@@ -117,7 +121,11 @@ def throughput(entries: list[dict], seeds: int, rows_out: int, wall_s: float, gp
     1M seeds over the same actors, takes the slowest stage of each round (stages stream concurrently) and adds
     the rounds; model loads, Ray start and actor start are not in it."""
     bottleneck = max(entries, key=lambda e: e["busy_s"] / max(e["actors"] or e["tasks"] or 1, 1), default=None)
-    accel_h = sum(e["lifetime_s"] for e in entries if e["kind"] == "actor_pool") * gpus_per_actor / 3600
+    lifetimes: dict[tuple, float] = {}  # (round, actor) -> lifetime, each actor once however many stages it ran
+    for e in entries:
+        for actor, seconds in (e.get("actor_lifetimes") or {}).items():
+            lifetimes[(e["round"], actor)] = max(lifetimes.get((e["round"], actor), 0.0), seconds)
+    accel_h = sum(lifetimes.values()) * gpus_per_actor / 3600
     node_h = wall_s * nodes / 3600
     gpu_price, cpu_price = cost.get("gpu_hour_usd"), cost.get("cpu_hour_usd")
     priced = gpu_price is not None or cpu_price is not None
@@ -129,15 +137,18 @@ def throughput(entries: list[dict], seeds: int, rows_out: int, wall_s: float, gp
         seconds = e["busy_s"] / parallel * MILLION / seeds if seeds else 0.0
         per_round[e["round"]] = max(per_round.get(e["round"], 0.0), seconds)
     hours_1m = sum(per_round.values()) / 3600
-    stage_actors = {e["stage"]: max(e["actors"], 1) for e in entries if e["kind"] == "actor_pool"}
-    accel_1m = hours_1m * sum(stage_actors.values()) * gpus_per_actor
+    per_round_actors: dict[int, int] = {}
+    for r, _ in lifetimes:
+        per_round_actors[r] = per_round_actors.get(r, 0) + 1
+    actors = max(per_round_actors.values(), default=0)  # the pools' actors, each counted once
+    accel_1m = hours_1m * actors * gpus_per_actor
     cost_1m = None
     if priced:
         cost_1m = accel_1m * (gpu_price or 0.0) + (hours_1m * nodes * cpu_price if cpu_price is not None else 0.0)
     kept_1m = rows_out * MILLION / seeds if seeds else 0.0
     steady = steady_state_s(entries)
     generated = sum(e["generated_tokens"] for e in entries)
-    accelerators = sum(stage_actors.values()) * gpus_per_actor
+    accelerators = actors * gpus_per_actor
     return {
         "steady_state_s": round(steady, 3),
         "generated_tokens": generated,

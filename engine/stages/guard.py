@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 import uuid
 
 import numpy as np
 
+from engine.backends import shared_backends
 from engine.config import Config
 from engine.records import ok_mask, reject
 from engine.throughput import STATS_COLUMN, TokenMeter, batch_record
@@ -107,13 +109,17 @@ class StageChain:
 
     def __init__(self, steps: list[tuple[type, dict]], cfg: Config, torch_threads: int | None = None,
                  pooled: bool = False, progress=None):
-        self.instance, self.pooled, self.progress = uuid.uuid4().hex[:12], pooled, progress
+        # A pooled actor is one instance; cheap-stage tasks build a chain per block, so they count per worker
+        # process (a million-row round must not list a million instances).
+        self.instance = uuid.uuid4().hex[:12] if pooled else f"{socket.gethostname()}:{os.getpid()}"
+        self.pooled, self.progress = pooled, progress
         self.started = time.time()
         self.stages, self.load_s = [], []
-        for stage, kwargs in steps:
-            began = time.perf_counter()
-            self.stages.append(GuardedStage(stage, cfg, torch_threads=torch_threads, **kwargs))
-            self.load_s.append(time.perf_counter() - began)
+        with shared_backends():  # two stages of one model in this actor: one load
+            for stage, kwargs in steps:
+                began = time.perf_counter()
+                self.stages.append(GuardedStage(stage, cfg, torch_threads=torch_threads, **kwargs))
+                self.load_s.append(time.perf_counter() - began)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         records = []

@@ -143,3 +143,22 @@ def test_a_run_without_timings_is_named_missing(tmp_path):
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["sections"]["stages"]["missing"] and "stages" not in report["plots"]
     assert np.isclose(report["sections"]["per_model"]["rows"][0]["kept_fraction"], 0.5)
+
+
+def test_stages_of_one_model_share_its_load_only_inside_a_chain(tiny_model):
+    from engine.backends import load_backend, shared_backends
+
+    with shared_backends():
+        first = load_backend(tiny_model)
+        assert load_backend(tiny_model) is first
+    assert load_backend(tiny_model) is not first  # outside a chain every load is its own
+
+
+def test_an_actor_running_two_stages_is_counted_once():
+    evolve = batch_record("Evolve", "a", True, 100.0, 4.0, 104.0, 106.0, 8, 8, 8, 10, 10)
+    eliminate = batch_record("Eliminate", "a", True, 100.0, 0.0, 106.0, 106.5, 8, 8, 6, 0, 0)
+    stages: dict = {}
+    add_column(stages, _column([[evolve, eliminate]]))
+    t = throughput(stage_figures(1, stages), 8, 6, 10.0, 1.0, 1, {"gpu_hour_usd": 1.0, "cpu_hour_usd": None})
+    assert t["accelerator_hours"] == pytest.approx(6.5 / 3600, abs=1e-6)  # 100 -> 106.5, once
+    assert t["generated_tokens_per_s_per_accelerator"] == pytest.approx(10 / 2.5, abs=1e-3)  # one GPU, 104 -> 106.5

@@ -59,3 +59,22 @@ def test_stage_accounting_adds_up_over_two_rounds(local_ray, tiny_cfg, tmp_path)
     # A rerun finds both rounds in the manifest: the same stage figures, read back, not recomputed.
     again = run(tiny_cfg)
     assert again["stages"] == stages
+
+
+def test_fused_stages_make_the_same_rows_with_one_load_per_model(local_ray, tiny_cfg, tmp_path):
+    tiny_cfg.data.path = str(_seeds(tmp_path, 10))
+    tiny_cfg.cluster.batch_size = 4
+    tiny_cfg.run.progress = "off"
+    split = run(tiny_cfg)
+    tiny_cfg.cluster.fuse_stages = True
+    tiny_cfg.run.output_dir = str(tmp_path / "fused")
+    fused = run(tiny_cfg)
+
+    def rows(out):
+        return sorted(pq.read_table(out / "data" / "round_1").to_pylist(), key=lambda r: r["id"])
+
+    assert rows(tmp_path / "fused") == rows(tmp_path / "out") and fused["rows_out"] == split["rows_out"]
+    loads = {s["stage"]: s["load_s"] for s in fused["stages"]}
+    # Evolve loads the model; Respond and Score (the same tiny config) find it loaded in the same actor
+    assert loads["Respond"] < loads["Evolve"] / 5 and loads["Score"] < loads["Evolve"] / 5
+    assert {s["kind"] for s in fused["stages"]} == {"actor_pool"}
