@@ -202,6 +202,8 @@ class TokenMeter:
         self.prompt_tokens = self.generated_tokens = 0
 
     def __getattr__(self, name):
+        if name == "_backend":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self._backend, name)
 
     def generate(self, prompts, sampling, *args, **kwargs):

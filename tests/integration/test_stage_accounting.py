@@ -2,6 +2,8 @@
 [0, 1], outputs never carry the timing column, and a resumed round keeps its stages."""
 
 import json
+import logging
+import re
 
 import pyarrow.parquet as pq
 import pytest
@@ -78,3 +80,16 @@ def test_fused_stages_make_the_same_rows_with_one_load_per_model(local_ray, tiny
     # Evolve loads the model; Respond and Score (the same tiny config) find it loaded in the same actor
     assert loads["Respond"] < loads["Evolve"] / 5 and loads["Score"] < loads["Evolve"] / 5
     assert {s["kind"] for s in fused["stages"]} == {"actor_pool"}
+
+
+def test_progress_logs_one_line_per_stage(local_ray, tiny_cfg, tmp_path, caplog):
+    tiny_cfg.data.path = str(_seeds(tmp_path, 8))
+    tiny_cfg.cluster.batch_size = 4
+    tiny_cfg.run.progress = "line"
+    tiny_cfg.run.progress_interval_s = 0.2
+    with caplog.at_level(logging.INFO, logger="engine.runner"):
+        run(tiny_cfg)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("round 1 ")]
+    stages = {line.split()[2].rstrip(":") for line in lines if "rows/s" in line}
+    assert {"Evolve", "Respond"} <= stages
+    assert all(re.search(r": \d+/9 rows \(\d+%\), [\d.]+ rows/s, ETA", line) for line in lines if "rows/s" in line)
