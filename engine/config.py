@@ -34,9 +34,9 @@ class ModelConfig:
     max_num_seqs: Optional[int] = None  # sequences in flight per engine; None: vLLM's default
     enforce_eager: bool = False  # skip CUDA graphs (faster start, slower decode); always eager on CPU
     cpu_kvcache_gib: float = 2.0  # vLLM on CPU: KV cache per engine, GiB of host memory (3 engines fit 24 GiB)
-    # vLLM on CPU: cores kept off the engine's compute threads for its scheduler process. vLLM's own default, 1,
-    # leaves one core of a 2-core machine to compute (measured, SmolLM2 bf16: ~140 tok/s against 170-210 with 0).
-    cpu_reserved_cores: int = 0
+    # vLLM on CPU: cores kept off the engine's pinned compute threads for its scheduler process (vLLM's default, 1).
+    # 0 computes on every core: faster alone on a quiet machine, far slower beside other work (README: vLLM).
+    cpu_reserved_cores: int = 1
     stop: list[str] = field(default_factory=list)  # extra stop strings (vLLM backend only)
     double_bos: bool = False  # copied from recipe.fidelity.double_bos by Config: set that, not this
 

@@ -64,9 +64,11 @@ def test_cpu_engines_run_eagerly_with_their_kv_cache_from_config():
     assert vc.cpu_kvcache_bytes(vllm_model(cpu_kvcache_gib=1.5)) == 3 * 2**29
     with pytest.raises(ConfigError, match=r"scorer.cpu_kvcache_gib=0"):
         vc.cpu_kvcache_bytes(vllm_model(cpu_kvcache_gib=0), key="scorer")
-    # Every core computes by default: vLLM would keep one of two for its scheduler.
-    assert vc.cpu_environment(vllm_model()) == {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
-    assert vc.cpu_environment(vllm_model(cpu_reserved_cores=1)) == {"VLLM_CPU_NUM_OF_RESERVED_CPU": "1"}
+    # One core stays with vLLM's scheduler by default (its own choice); 0 pins compute threads to every core.
+    assert vc.cpu_environment(vllm_model()) == {"VLLM_CPU_NUM_OF_RESERVED_CPU": "1"}
+    assert vc.cpu_environment(vllm_model(cpu_reserved_cores=0)) == {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    with pytest.raises(ConfigError, match=r"scorer.cpu_reserved_cores=-1"):
+        vc.cpu_environment(vllm_model(cpu_reserved_cores=-1), key="scorer")
 
 
 def test_the_platform_comes_from_the_installed_distribution(monkeypatch):
