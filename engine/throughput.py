@@ -172,6 +172,8 @@ def throughput(entries: list[dict], seeds: int, rows_out: int, wall_s: float, gp
             "label": "extrapolation: measured per-stage busy time per seed scaled linearly to 1M seeds over the "
                      "same actors; slowest stage per round, rounds added; excludes model loads and Ray start",
             "hours": round(hours_1m, 4), "accelerator_hours": round(accel_1m, 4),
+            # the same seeds at this run's steady-state pace (per-batch overheads of the pipeline included)
+            "hours_at_steady_rate": round(steady * MILLION / seeds / 3600, 4) if seeds else None,
             "rows_kept": round(kept_1m), "cost_usd": _round_or_none(cost_1m),
         },
     }
