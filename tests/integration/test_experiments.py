@@ -68,7 +68,8 @@ def test_size_sweep_writes_one_run_per_model_and_a_sweep_summary(tmp_path):
     assert len(compared["runs"]) == 2 and "tiny_wide" in html and "ic_ifd.png" in html
     per_model = compared["sections"]["per_model"]["rows"]  # the per-size throughput and quality table
     assert [r["model"] for r in per_model] == ["tiny", "tiny_wide"] and "stage_time.png" in html
-    assert [r["mean_ic_ifd"] for r in per_model] == [summaries[m]["scores"]["mean_ic_ifd"] for m in ("tiny", "tiny_wide")]
+    assert [r["mean_ic_ifd"] for r in per_model] == [summaries[m]["scores"]["mean_ic_ifd"]
+                                                     for m in ("tiny", "tiny_wide")]
 
 
 def test_slm_vs_llm_evolves_the_same_seeds_and_joins_them_by_seed_id(tmp_path):
