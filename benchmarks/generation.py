@@ -9,6 +9,9 @@ each row's own seed, as the pipeline runs it).
   SamplingParams: what vLLM does without the stage around it. `stage_breakdown` says where the stage's extra
   time goes (prompt building and chat templating, vLLM, parsing and bookkeeping).
 
+- hf_batching (opt-in, `--hf-batching 32,8`): greedy HF generation of the same prompts at each batch size against
+  one prompt at a time, in tokens/s (sequences stop at EOS at different lengths).
+
 Each configuration runs `--repeat` times after a warm-up; the median is reported, with min and max. Model load
 (vLLM: engine start) is timed apart from generation. Saved to benchmarks/results/generation.json with the
 machine's facts (engine/machine.py). Run it where vLLM is installed: `.venv-vllm/bin/python
@@ -29,6 +32,7 @@ from pathlib import Path
 from engine.config import Config, ModelConfig
 from engine.io.readers import records_from_rows
 from engine.machine import machine_facts
+from engine.prompts.evol import evolution_prompt, method_order, pick_method
 from engine.stages.evolve import Evolve
 
 
@@ -97,10 +101,37 @@ def bench_hf_stage(cfg: Config, rows: list[dict], repeat: int, threads: int) -> 
     return {"load_s": round(load_s, 2), **summarise([run_stage(stage, rows) for _ in range(repeat)])}
 
 
+def timed_generate(backend, prompts: list[str], sampling, batch_size: int) -> dict:
+    backend.config = replace(backend.config, max_batch_size=batch_size)
+    started = time.perf_counter()
+    generations = backend.generate(prompts, sampling)
+    result = rate(time.perf_counter() - started, len(prompts), sum(g.generated_tokens for g in generations))
+    return {"batch_size": batch_size, **result, "texts": [g.text for g in generations]}
+
+
+def bench_hf_batching(model: ModelConfig, prompts: list[str], batch_sizes: list[int], max_new_tokens: int,
+                      threads: int | None) -> dict:
+    """Greedy HF generation of the same prompts batched and one at a time (batch 1 first, then each size)."""
+    from engine.backends import Sampling, load_backend
+
+    backend = load_backend(replace(model, backend="hf"), torch_threads=threads)
+    sampling = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens)
+    timed_generate(backend, prompts[:2], sampling, 2)  # warm-up
+    single = timed_generate(backend, prompts, sampling, 1)
+    results = {"one_at_a_time": {k: v for k, v in single.items() if k != "texts"}, "batched": []}
+    for size in batch_sizes:
+        run = timed_generate(backend, prompts, sampling, size)
+        same = sum(a == b for a, b in zip(run.pop("texts"), single["texts"]))
+        run["tokens_per_s_ratio"] = round(run["tokens_per_s"] / single["tokens_per_s"], 2)
+        # Left padding changes float rounding, so a greedy text can differ from the unbatched one.
+        run["texts_identical_to_one_at_a_time"] = f"{same}/{len(prompts)}"
+        results["batched"].append(run)
+    return results
+
+
 def bench_vllm(cfg: Config, rows: list[dict], repeat: int) -> dict:
     """The Evolve stage on vLLM, then bare LLM.generate on the same engine, prompt ids and SamplingParams."""
     from engine.backends.vllm_config import sampling_kwargs
-    from engine.prompts.evol import evolution_prompt
     from engine.stages.seeding import row_seeds
 
     started = time.perf_counter()
@@ -156,6 +187,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="rows per HF generate call (model.max_batch_size)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--hf-batching", default="", help="e.g. 32,8: also HF batched vs one prompt at a time")
     parser.add_argument("--threads", type=int, default=None, help="HF torch threads (default: all cores)")
     parser.add_argument("--notes", default="", help="free text saved with the result (e.g. what else ran)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "generation.json"))
@@ -180,6 +212,12 @@ def main() -> None:
                   flush=True)
         else:
             entry["vllm"] = "not installed here: `make install-vllm`, then run with .venv-vllm/bin/python"
+        if args.hf_batching:
+            methods = method_order(True)  # the stage's round-1 prompts: methods[(seed_index + 1) % K]
+            prompts = [evolution_prompt(pick_method(methods, i, 1), r["instruction"], False) for i, r in enumerate(rows)]
+            sizes = [int(b) for b in args.hf_batching.split(",")]
+            entry["hf_batching"] = bench_hf_batching(cfg.model, prompts, sizes, args.max_new_tokens, args.threads)
+            print(dtype, "hf_batching", json.dumps(entry["hf_batching"]), flush=True)
         result["by_dtype"][dtype] = entry
     result["machine_at_end"] = machine_facts()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
