@@ -45,9 +45,10 @@ class GuardedStage:
     def __init__(self, stage: type, cfg: Config, torch_threads: int | None = None, **kwargs):
         self.name = stage.__name__
         self.stage = stage(cfg, torch_threads=torch_threads or os.cpu_count(), **kwargs)
-        # Model stages hold their backend as `model`: count its tokens, whichever engine it is.
+        # Model stages hold their backend as `model`: count its tokens, whichever engine it is. Only a Backend
+        # (it has token_losses); a stage's own torch model (the reward head) is left alone.
         self.meter = None
-        if getattr(self.stage, "model", None) is not None:
+        if hasattr(getattr(self.stage, "model", None), "token_losses"):
             self.meter = self.stage.model = TokenMeter(self.stage.model)
 
     def tokens(self) -> tuple[int, int]:

@@ -91,6 +91,26 @@ class Fixed:
     def generate(self, prompts, sampling):
         return [Generation(p.upper(), prompt_tokens=5, generated_tokens=3, finish_reason="stop") for p in prompts]
 
+    def token_losses(self, sequences):
+        return [np.zeros(len(s) - 1) for s in sequences]
+
+
+class Head:
+    """A stage holding a plain torch-like model (called, no token_losses), as the reward stage does."""
+
+    def __init__(self, cfg, torch_threads=None):
+        self.model = lambda ids: ids * 2
+
+    def __call__(self, batch):
+        batch["doubled"] = self.model(np.arange(len(batch["id"])))
+        return batch
+
+
+def test_only_backends_are_metered(tiny_cfg):
+    out = StageChain([(Head, {})], tiny_cfg)(seed_batch(["a b", "c d"]))
+    assert list(out["doubled"]) == [0, 2]
+    assert json.loads(out[STATS_COLUMN][0])[0]["generated_tokens"] == 0
+
 
 def test_stage_chain_times_its_stages_and_puts_records_on_the_first_row_only(tiny_cfg):
     chain = StageChain([(Shout, {})], tiny_cfg, pooled=True)
