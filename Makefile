@@ -54,9 +54,9 @@ demo-vllm: $(VSTAMP)
 	$(VPY) -m engine experiment=demo data=demo model.backend=vllm scorer.backend=vllm \
 	    run.output_dir=outputs/evol_instruct/demo/smollm2-135m-vllm/rounds-1
 
-# The vLLM tier: tests/vllm executes vLLM for real (on CPU here, on CUDA where the `gpu` extra and a GPU are).
+# The vLLM tier: tests/vllm_tier executes vLLM for real (on CPU here, on CUDA where the `gpu` extra and a GPU are).
 test-vllm: $(VSTAMP)
-	EE_REQUIRE_VLLM=1 $(VPY) -m pytest -q -ra -p no:cacheprovider tests/vllm
+	EE_REQUIRE_VLLM=1 $(VPY) -m pytest -q -ra -p no:cacheprovider tests/vllm_tier
 
 demo: $(STAMP)
 	$(PY) -m engine experiment=demo data=demo

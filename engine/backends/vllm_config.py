@@ -28,7 +28,9 @@ DTYPES = {"auto": "auto", "float32": "float32", "bfloat16": "bfloat16", "float16
 
 
 def vllm_installed() -> bool:
-    return importlib.util.find_spec("vllm") is not None
+    """A real vLLM package (a module with a file), not a folder named vllm on sys.path seen as a namespace."""
+    spec = importlib.util.find_spec("vllm")
+    return spec is not None and spec.origin is not None
 
 
 def require_vllm() -> None:

@@ -1,5 +1,5 @@
 """The vLLM backend without vLLM: config mapping on CPU and GPU, chat ids with one BOS, prompt logprobs as the HF
-backend's per-token losses, the model configs, and the start-up errors a user sees. tests/vllm runs vLLM itself."""
+backend's per-token losses, the model configs, and the start-up errors a user sees. tests/vllm_tier runs vLLM itself."""
 
 from dataclasses import dataclass
 from pathlib import Path

@@ -3,14 +3,15 @@ the CPU machines via `make test-vllm`; vllm with CUDA on a GPU node via `pip ins
 vLLM they skip, unless EE_REQUIRE_VLLM=1 (set by `make test-vllm`), where a missing vLLM is an error: CI must
 never pass this tier by skipping it."""
 
-import importlib.util
 import os
 
 import pytest
 
+from engine.backends.vllm_config import vllm_installed
+
 
 def pytest_collection_modifyitems(config, items):
-    if importlib.util.find_spec("vllm") is not None:
+    if vllm_installed():
         return
     if os.environ.get("EE_REQUIRE_VLLM") == "1":
         raise pytest.UsageError("EE_REQUIRE_VLLM=1 but vLLM is not installed here: run `make install-vllm`")
