@@ -39,6 +39,18 @@ def src(code: str) -> str:
     return textwrap.dedent(code).strip() + "\n"
 
 
+# Untrusted source that forks until the wall clock stops it, ignoring every failed fork.
+STUBBORN_FORK_BOMB = src("""
+    import os
+    def evaluate(response):
+        while True:
+            try:
+                os.fork()
+            except OSError:
+                pass
+""")
+
+
 @pytest.fixture(scope="module")
 def sandbox():
     with Sandbox(LIMITS) as box:
@@ -289,15 +301,7 @@ def test_fork_bomb(any_box):
     assert "BlockingIOError" in verdict.detail  # RLIMIT_NPROC of the job's uid (and its cgroup's pids.max)
     assert_no_leftovers(baseline)
     # a bomb that ignores the failures and keeps forking until the wall clock: killed as a whole
-    stubborn = src("""
-        import os
-        def evaluate(response):
-            while True:
-                try:
-                    os.fork()
-                except OSError:
-                    pass
-    """)
+    stubborn = STUBBORN_FORK_BOMB
     [verdict] = any_box.check(stubborn, [("a", True)])
     assert verdict.status == "timeout"
     assert_no_leftovers(baseline)
@@ -648,15 +652,7 @@ def test_nothing_written_to_tmp_survives_the_job_or_reaches_the_host(any_box):
 @needs_root
 def test_second_job_keeps_forking_while_the_first_forks_without_limit(any_box):
     baseline = sandbox_processes()
-    bomb = src("""
-        import os
-        def evaluate(response):
-            while True:
-                try:
-                    os.fork()
-                except OSError:
-                    pass
-    """)
+    bomb = STUBBORN_FORK_BOMB
     # Starts once the bomb is under way (1.5 s; it fills RLIMIT_NPROC in well under 0.5 s and runs for 4 s), then
     # needs 8 processes at once: with one uid shared by both jobs the bomb holds all of RLIMIT_NPROC (16) and these
     # forks fail (checked by hand with every job given the same uid: "Resource temporarily unavailable").
