@@ -117,6 +117,8 @@ class ClusterConfig:
     pool_size: int = 1  # actors per model stage
     actor_num_cpus: float = 0.25  # fractions: on 2 CPUs, three pools x 1 CPU deadlock Ray Data
     actor_num_gpus: float = 0.0
+    actor_memory_gb: Optional[float] = None  # heap memory each stage actor reserves (None: no reservation)
+    actor_resources: Dict[str, float] = field(default_factory=dict)  # custom Ray resources every stage actor needs
     torch_threads: Optional[int] = None  # torch threads per actor (None: all cores of the node)
     batch_size: int = 16  # rows per map_batches call of a model stage
     # One actor pool runs every stage of a round (each model loaded once per actor, not once per pool); false:
@@ -130,6 +132,36 @@ class ClusterConfig:
     actor_max_restarts: int = 8  # restarts of one stage actor (Ray's default is unbounded)
     actor_max_task_retries: int = 8  # retries of a batch whose actor died
     task_max_retries: int = 8  # retries of a cheap-stage / read / commit task whose worker died
+
+
+@dataclass
+class StageResourcesConfig:
+    """One stage's own resources; each None falls back to the cluster.* default of the same meaning."""
+
+    pool_size: Optional[int] = None  # cluster.pool_size
+    batch_size: Optional[int] = None  # cluster.batch_size
+    num_cpus: Optional[float] = None  # cluster.actor_num_cpus
+    num_gpus: Optional[float] = None  # cluster.actor_num_gpus
+    memory_gb: Optional[float] = None  # cluster.actor_memory_gb
+    resources: Optional[Dict[str, float]] = None  # cluster.actor_resources
+    torch_threads: Optional[int] = None  # cluster.torch_threads
+
+
+@dataclass
+class StagesConfig:
+    """Per-stage resources (`stages.score.pool_size=2`, `stages.evolve.num_gpus=4`): a big evolver and a small
+    scorer sized apart. Keys name stage roles; a recipe's stage takes the key of its role."""
+
+    evolve: StageResourcesConfig = field(default_factory=StageResourcesConfig)  # Evolve, AutoEvolve
+    keywords: StageResourcesConfig = field(default_factory=StageResourcesConfig)  # TrajectoryKeywords
+    respond: StageResourcesConfig = field(default_factory=StageResourcesConfig)  # Respond
+    score: StageResourcesConfig = field(default_factory=StageResourcesConfig)  # Score (IFD / IC-IFD)
+    augment: StageResourcesConfig = field(default_factory=StageResourcesConfig)  # AutoIF AugmentGen
+    verify: StageResourcesConfig = field(default_factory=StageResourcesConfig)  # AutoIF VerifyGen + CrossValidate
+    optimize: StageResourcesConfig = field(default_factory=StageResourcesConfig)  # Auto Evol-Instruct optimizer
+    judge: StageResourcesConfig = field(default_factory=StageResourcesConfig)  # analysis: Judge, PairwiseJudge
+    embed: StageResourcesConfig = field(default_factory=StageResourcesConfig)  # analysis: Embed (diversity)
+    reward: StageResourcesConfig = field(default_factory=StageResourcesConfig)  # analysis: Reward
 
 
 @dataclass
@@ -307,6 +339,7 @@ class Config:
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
     data: DataConfig = field(default_factory=DataConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    stages: StagesConfig = field(default_factory=StagesConfig)
     run: RunConfig = field(default_factory=RunConfig)
     scorer: ModelConfig = field(default_factory=lambda: ModelConfig(dtype="auto", max_batch_size=16))
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
@@ -340,7 +373,7 @@ def to_config(cfg: Any) -> Config:
 
 
 # Keys that change where or how fast a run goes, not what it writes: a resumed run may change them.
-NOT_HASHED = {"run": ("output_dir", "progress", "progress_interval_s", "cost", "resume", "shard_rows"), "cluster": None, "analysis": None,
+NOT_HASHED = {"run": ("output_dir", "progress", "progress_interval_s", "cost", "resume", "shard_rows"), "cluster": None, "stages": None, "analysis": None,
               "compare": None}  # each evolver's own run hashes its model
 
 
