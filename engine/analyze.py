@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from omegaconf import OmegaConf
 
 from engine.config import Config, ConfigError
+from engine.io.layout import RunLayout
 from engine.io.sinks import write_json
 from engine.prompts.judges import DIFFICULTY_LABELS
 from engine.recipes import StageSpec
@@ -42,16 +43,14 @@ INPUT_COLUMNS = ["id", "seed_id", "round", "evolver", "method", "instruction", "
 QUANTILES = {"p10": 0.10, "p25": 0.25, "p50": 0.50, "p75": 0.75, "p90": 0.90}
 
 
-def final_round(run_dir: Path) -> tuple[int, list[Path]]:
+def final_round(layout: RunLayout) -> tuple[int, list[Path]]:
     """The last round's kept-row files (as the report finds them); a clear error when the directory is not a
     finished run."""
-    from engine.report.build import final_round_files
-
-    number, files = final_round_files(run_dir)
-    if not (run_dir / "summary.json").exists() or number is None:
-        raise ConfigError(f"{run_dir} is not a finished run directory (no summary.json or data/round_*/): "
+    number = layout.final_round()
+    if not layout.summary.exists() or number is None:
+        raise ConfigError(f"{layout.root} is not a finished run directory (no summary.json or data/round_*/): "
                           "pass the output_dir of a completed `python -m engine` run")
-    return number, files
+    return number, layout.data_files(number)
 
 
 def analysis_stages(cfg: Config) -> list[StageSpec]:
@@ -201,11 +200,12 @@ def analyse_run(cfg: Config, run_dir: Path) -> dict:
     """Analyse one finished run directory; returns analysis/summary.json's content."""
     from engine.runner import analyse
 
-    round_num, files = final_round(run_dir)
+    layout = RunLayout(run_dir)
+    round_num, files = final_round(layout)
     if not files:
         raise ConfigError(f"{run_dir}: round {round_num} kept no rows (data/round_{round_num}/ is empty): "
                           "nothing to analyse")
-    out = run_dir / "analysis"
+    out = layout.analysis
     work = out / "_work"
     shutil.rmtree(out, ignore_errors=True)
     work.mkdir(parents=True)
@@ -216,7 +216,7 @@ def analyse_run(cfg: Config, run_dir: Path) -> dict:
         analyse(cfg, files, INPUT_COLUMNS, specs, collector)
     finally:
         collector.close()
-    rows_dir = out / "rows"
+    rows_dir = layout.analysis_rows
     rows_dir.mkdir()
     diversity_summary = None
     results: dict = {}
@@ -226,7 +226,7 @@ def analyse_run(cfg: Config, run_dir: Path) -> dict:
     attach_diversity(work, rows_dir / "part-00000.parquet", results)
     summary = summarise(cfg, rows_dir / "part-00000.parquet", run_dir, diversity_summary)
     shutil.rmtree(work)
-    write_json(out / "summary.json", summary)
+    write_json(layout.analysis_summary, summary)
     if cfg.analysis.report:
         from engine.report.build import build_report
 

@@ -11,6 +11,7 @@ import json
 import random
 from pathlib import Path
 
+from engine.io.layout import RunLayout
 from engine.io.sinks import write_json
 
 
@@ -33,8 +34,9 @@ def balance(run_a: Path, run_b: Path, out: Path, round_num: int | None = None, s
     """Sample the larger run's final (or `round_num`) alpaca file down to the smaller one's size."""
     files = []
     for run in (run_a, run_b):
-        r = round_num or json.loads((run / "summary.json").read_text())["rounds_completed"]
-        files.append(run / "alpaca" / f"round_{r}.jsonl")
+        layout = RunLayout(run)
+        r = round_num or json.loads(layout.summary.read_text())["rounds_completed"]
+        files.append(layout.export("alpaca", r))
     sizes = [count_lines(f) for f in files]
     keep = min(sizes)
     names = [run_a.name, run_b.name] if run_a.name != run_b.name else ["a", "b"]

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from engine.backends.base import BackendUnavailable
 from engine.config import ConfigError, register, to_config
+from engine.io.layout import RunLayout
 from engine.io.readers import InputError
 
 log = logging.getLogger("engine")
@@ -36,7 +37,8 @@ def app(raw: DictConfig) -> None:
             dirs = "".join(f"{name}/, " for name in summary["compare"])
             print(f"outputs in {out.resolve()} ({dirs}side_by_side/, summary.json)")
             if cfg.analysis.report:  # the evolvers side by side
-                write_report([out / name for name in summary["compare"]], out / "report")
+                layout = RunLayout(out)
+                write_report([layout.evolver(name) for name in summary["compare"]], layout.report)
             return
         summary = run(cfg, config_text=OmegaConf.to_yaml(raw, resolve=True))
     except (InputError, BackendUnavailable, ConfigError) as err:
@@ -57,7 +59,7 @@ def no_rows_message(summary: dict, out: Path) -> str:
     reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(summary["rejected_by_reason"].items(),
                                                                  key=lambda item: -item[1])) or "none"
     return (f"0 rows out: {summary['rows_in']} rows in, {summary['rows_rejected']} rejected ({reasons}) over "
-            f"{summary['rounds_completed']} round(s); every row is in {out / 'rejects'}/ with its reason")
+            f"{summary['rounds_completed']} round(s); every row is in {RunLayout(out).rejects_folder}/ with its reason")
 
 
 def write_report(run_dirs: list[Path], out: Path | None = None) -> None:

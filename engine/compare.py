@@ -19,13 +19,14 @@ import pyarrow.parquet as pq
 from omegaconf import OmegaConf
 
 from engine.config import Config, ConfigError, ModelConfig
+from engine.io.layout import RunLayout
 from engine.io.sinks import write_json
 from engine.records import STATUS_OK, STATUS_REJECTED, evolved_row_id
 from engine.recipes import get_recipe
 
 log = logging.getLogger("engine.compare")
 
-SIDE_BY_SIDE = "side_by_side"
+SIDE_BY_SIDE = RunLayout(Path()).side_by_side.name  # a comparison's own folder: no evolver may take its name
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Per-seed fields of one evolver's outcome; `<field>_<evolver>` in the joined table.
 SIDE_FIELDS = {
@@ -50,7 +51,7 @@ def check_comparison(cfg: Config) -> None:
         if not NAME.match(name) or name == SIDE_BY_SIDE:
             raise ConfigError(f"compare.evolvers.{name}: the name is a directory and a column suffix: use letters, "
                               f"digits, '_', '-', '.', and not {SIDE_BY_SIDE!r}")
-    if hasattr(get_recipe(cfg.recipe.name), "num_rounds"):
+    if not get_recipe(cfg).chained:
         raise ConfigError(f"recipe={cfg.recipe.name} builds rows per phase, not one lineage per seed: compare.evolvers "
                           "supports the chained recipes (evol_instruct, auto_evol)")
 
@@ -60,7 +61,7 @@ def evolver_config(cfg: Config, name: str, model: ModelConfig) -> Config:
     sub = copy.deepcopy(cfg)
     sub.model = copy.deepcopy(model)
     sub.compare.evolvers = {}
-    sub.run.output_dir = str(Path(cfg.run.output_dir) / name)
+    sub.run.output_dir = str(RunLayout(cfg.run.output_dir).evolver(name))
     return sub
 
 
@@ -72,20 +73,20 @@ def run_comparison(cfg: Config, config_text: str | None = None) -> dict:
     from engine.runner import ray_session, run  # imports ray
 
     started = time.perf_counter()
-    out = Path(cfg.run.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    layout = RunLayout(cfg.run.output_dir)
+    layout.root.mkdir(parents=True, exist_ok=True)
     if config_text is not None:
-        (out / "config.yaml").write_text(config_text)
+        layout.config.write_text(config_text)
     summaries: dict[str, dict] = {}
     with ray_session(cfg):
         for name, model in cfg.compare.evolvers.items():
-            log.info("evolver %s (%s) -> %s", name, model.name, out / name)
+            log.info("evolver %s (%s) -> %s", name, model.name, layout.evolver(name))
             sub = evolver_config(cfg, name, model)
             summaries[name] = run(sub, config_text=OmegaConf.to_yaml(OmegaConf.structured(sub)))
-    sides = {name: load_side(out / name, summary) for name, summary in summaries.items()}
+    sides = {name: load_side(layout.evolver(name), summary) for name, summary in summaries.items()}
     joined = join_sides(sides, cfg.rounds)
     counts = join_counts(joined, list(sides))
-    write_side_by_side(joined, out / SIDE_BY_SIDE)
+    write_side_by_side(joined, layout)
     summary = {
         "compare": {name: cfg.compare.evolvers[name].name for name in summaries},
         "recipe": cfg.recipe.name,
@@ -93,10 +94,11 @@ def run_comparison(cfg: Config, config_text: str | None = None) -> dict:
         "join": counts,
         "evolvers": summaries,
         "wall_time_s": round(time.perf_counter() - started, 3),
-        "outputs": {"side_by_side": [f"{SIDE_BY_SIDE}/side_by_side.parquet", f"{SIDE_BY_SIDE}/side_by_side.jsonl"],
+        "outputs": {"side_by_side": [str(layout.side_by_side_file(kind).relative_to(layout.root))
+                                     for kind in ("parquet", "jsonl")],
                     **{name: name for name in summaries}},
     }
-    write_json(out / "summary.json", summary)
+    write_json(layout.summary, summary)
     return summary
 
 
@@ -111,6 +113,7 @@ def load_side(run_dir: Path, summary: dict) -> pa.Table:
     rejects (a chained recipe rejects a seed's lineage at most once). Raises if a seed appears twice or the
     seeds found differ in number from the run's rows_in."""
     rounds = [entry["round"] for entry in summary["per_round"]]
+    layout = RunLayout(run_dir)
     found: dict[str, dict] = {}
     seed_text: dict[str, str] = {}
 
@@ -137,17 +140,17 @@ def load_side(run_dir: Path, summary: dict) -> pa.Table:
             seed_text.setdefault(row["seed_id"], row.get("instruction") or "")
 
     for round_num in rounds:
-        path = run_dir / "rejects" / f"round_{round_num}.jsonl"
+        path = layout.rejects(round_num)
         with open(path, encoding="utf-8") as handle:
             for number, line in enumerate(handle, 1):
                 if line.strip():
                     add(json.loads(line), STATUS_REJECTED, f"{path}:{number}")
     if rounds:
         final = rounds[-1]
-        for row in _read_rows(run_dir / "data" / f"round_{final}"):
-            add(row, STATUS_OK, f"data/round_{final}")
+        for row in _read_rows(layout.data_files(final)):
+            add(row, STATUS_OK, str(layout.data(final).relative_to(layout.root)))
         if final != 1:
-            for row in _read_rows(run_dir / "data" / "round_1", ["seed_id", "round", "parent_instruction"]):
+            for row in _read_rows(layout.data_files(1), ["seed_id", "round", "parent_instruction"]):
                 note_seed_text(row)
     if len(found) != summary["rows_in"]:
         raise ValueError(f"{run_dir}: {summary['rows_in']} seed rows went in but its outputs account for "
@@ -157,8 +160,7 @@ def load_side(run_dir: Path, summary: dict) -> pa.Table:
     return _side_table(sorted(found.values(), key=lambda e: e["seed_id"]))
 
 
-def _read_rows(directory: Path, columns: list[str] | None = None) -> list[dict]:
-    files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
+def _read_rows(files: list[Path], columns: list[str] | None = None) -> list[dict]:
     if not files:
         return []
     return pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default").to_pylist()
@@ -222,14 +224,14 @@ def join_counts(joined: pa.Table, names: list[str]) -> dict:
     }
 
 
-def write_side_by_side(joined: pa.Table, directory: Path) -> None:
+def write_side_by_side(joined: pa.Table, layout: RunLayout) -> None:
     """The join as Parquet and JSON lines (one object per seed), each written atomically."""
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / "side_by_side.parquet"
+    layout.side_by_side.mkdir(parents=True, exist_ok=True)
+    target = layout.side_by_side_file("parquet")
     tmp = target.with_name(target.name + ".tmp")
     pq.write_table(joined, tmp)
     tmp.replace(target)
-    lines = directory / "side_by_side.jsonl"
+    lines = layout.side_by_side_file("jsonl")
     tmp = lines.with_name(lines.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
         for row in joined.to_pylist():

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from engine.io.exporters import EXPORT_FORMATS, dataset_info_entries, export_files, register
+from engine.io.layout import RunLayout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,31 +20,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--round", type=int, default=None, help="default: the final round")
     parser.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/<format>/round_R.jsonl")
     args = parser.parse_args(argv)
-    from engine.report.build import final_round_files
 
     run_dir = args.run_dir
-    round_num = args.round if args.round is not None else final_round_files(run_dir)[0]
-    data = run_dir / "data" / f"round_{round_num}"
-    if round_num is None or not data.is_dir():
+    layout = RunLayout(run_dir)
+    round_num = args.round if args.round is not None else layout.final_round()
+    if round_num is None or not layout.data(round_num).is_dir():
         what = f"round {round_num}" if args.round is not None else "any round"
-        print(f"error: {run_dir} has no kept data for {what} (expected {run_dir / 'data' / 'round_R'}/, written by "
+        expected = layout.data(0).with_name("round_R")
+        print(f"error: {run_dir} has no kept data for {what} (expected {expected}/, written by "
               f"a finished `python -m engine` run)", file=sys.stderr)
         return 2
-    target = args.out or run_dir / args.format / f"round_{round_num}.jsonl"
-    rows = export_files(sorted(data.glob("*.parquet")), args.format, target)
+    target = args.out or layout.export(args.format, round_num)
+    rows = export_files(layout.data_files(round_num), args.format, target)
     if args.out is None:
-        register(run_dir, dataset_info_entries([round_num], _prefix(run_dir), [args.format]))
+        register(run_dir, dataset_info_entries([round_num], _prefix(layout), [args.format]))
     print(json.dumps({"format": args.format, "round": round_num, "rows": rows, "file": str(target)}))
     return 0
 
 
-def _prefix(run_dir: Path) -> str:
+def _prefix(layout: RunLayout) -> str:
     """The dataset name prefix the run itself used (`<recipe>_<model>`), from its summary or config."""
-    summary = run_dir / "summary.json"
-    if summary.exists():
-        data = json.loads(summary.read_text())
+    if layout.summary.exists():
+        data = json.loads(layout.summary.read_text())
         return f"{data.get('recipe', 'run')}_{data.get('model', 'model')}"
-    return run_dir.name
+    return layout.root.name
 
 
 if __name__ == "__main__":

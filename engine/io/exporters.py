@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-EXPORT_FORMATS = ("alpaca", "sharegpt", "messages")
+from engine.io.layout import EXPORT_KINDS, RunLayout
+
+EXPORT_FORMATS = EXPORT_KINDS
 TEXT_COLUMNS = ("instruction", "input", "output", "system")
 READ_ROWS = 8192
 
@@ -58,11 +60,11 @@ DATASET_INFO = {
 def dataset_info_entries(rounds: Iterable[int], prefix: str, formats: Iterable[str] = EXPORT_FORMATS) -> dict:
     """LLaMA-Factory dataset_info.json entries for each round's files: `<prefix>_round_R` (alpaca, as before),
     `<prefix>_round_R_sharegpt`, `<prefix>_round_R_messages`."""
-    info = {}
+    info, relative = {}, RunLayout(Path())
     for r in rounds:
         for fmt in formats:
             name = f"{prefix}_round_{r}" + ("" if fmt == "alpaca" else f"_{fmt}")
-            info[name] = {"file_name": f"{fmt}/round_{r}.jsonl", **DATASET_INFO[fmt]}
+            info[name] = {"file_name": relative.export(fmt, r).as_posix(), **DATASET_INFO[fmt]}
     return info
 
 
@@ -94,7 +96,7 @@ def export_files(files: list[Path], fmt: str, target: Path) -> int:
 
 def register(output_dir: Path, entries: dict) -> None:
     """Add `entries` to the run's dataset_info.json (kept entries of other files stay)."""
-    path = output_dir / "dataset_info.json"
+    path = RunLayout(output_dir).dataset_info
     info = json.loads(path.read_text()) if path.exists() else {}
     info.update(entries)
     tmp = path.with_name(path.name + ".tmp")

@@ -8,8 +8,11 @@
       _ledger/round_R/part-<digest>.parquet    committed shards of a round in progress (resume unit)
       _ledger/round_R_selected/            the final round after the selection cut, before the split
       optimizer/                           Auto Evol-Instruct's optimizer log and chosen method
-      analysis/                            `python -m engine.analyze` output
-      side_by_side/                        an evolver comparison's joined rows
+      analysis/summary.json  analysis/rows/*.parquet   `python -m engine.analyze` output
+      report/  report-compare/             the HTML report of this run / of several runs beside it
+      keywords.json                        `python -m engine.report.method_keywords` output
+      side_by_side/side_by_side.parquet|.jsonl   an evolver comparison's joined rows
+      <evolver>/                           an evolver comparison's run of one evolver (a run folder itself)
 """
 
 from __future__ import annotations
@@ -60,6 +63,11 @@ class RunLayout:
         """One shard's lines of an export or rejects file, joined into `export(kind, round_num)` at the end."""
         return self.root / kind / f".round_{round_num}.parts" / f"{index:05d}.jsonl"
 
+    @property
+    def rejects_folder(self) -> Path:
+        """Where every round's rejects file lies."""
+        return self.rejects(0).parent
+
     def ledger(self, round_num: int) -> Path:
         """Committed shards of a round in progress."""
         return self.root / "_ledger" / f"round_{round_num}"
@@ -77,6 +85,11 @@ class RunLayout:
     def data_files(self, round_num: int) -> list[Path]:
         return sorted(self.data(round_num).glob("*.parquet"))
 
+    def final_round(self) -> int | None:
+        """The largest round with a data folder (the run's output); None before any round was written."""
+        rounds = self.rounds()
+        return rounds[-1] if rounds else None
+
     # --- recipe and tool folders
     @property
     def optimizer(self) -> Path:
@@ -87,8 +100,40 @@ class RunLayout:
         return self.root / "analysis"
 
     @property
+    def analysis_summary(self) -> Path:
+        return self.analysis / "summary.json"
+
+    @property
+    def analysis_rows(self) -> Path:
+        """One row per analysed row (Parquet parts)."""
+        return self.analysis / "rows"
+
+    @property
+    def keywords(self) -> Path:
+        """Distinct trajectory keywords per evolver (engine/report/method_keywords.py)."""
+        return self.root / "keywords.json"
+
+    @property
     def side_by_side(self) -> Path:
         return self.root / "side_by_side"
+
+    def side_by_side_file(self, suffix: str) -> Path:
+        """The comparison's join as "parquet" or "jsonl"."""
+        return self.side_by_side / f"side_by_side.{suffix}"
+
+    def evolver(self, name: str) -> Path:
+        """In a comparison: the run folder of one evolver."""
+        return self.root / name
+
+    @property
+    def report(self) -> Path:
+        """The HTML report of this run alone."""
+        return self.root / "report"
+
+    @property
+    def compare_report(self) -> Path:
+        """The report of several runs, written beside the first of them."""
+        return self.root / "report-compare"
 
     def outputs(self) -> list[Path]:
         """What the engine owns here and a fresh run clears (config.yaml, .hydra and the manifest stay)."""

@@ -16,9 +16,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.io.exporters import EXPORT_FORMATS, TEXT_COLUMNS, dataset_info_entries, write_lines
+from engine.io.layout import RunLayout
 from engine import throughput
 from engine.records import STATUS_OK
-from engine.stages import output_space
+from engine import output_space
 
 TOKEN_COLUMNS = ("evolve_prompt_tokens", "evolve_tokens", "respond_prompt_tokens", "response_tokens")
 SCORE_COLUMNS = ("l_q", "l_a_given_q", "l_a", "ifd", "ic_ifd")
@@ -134,9 +135,10 @@ def split_shard(ledger_file: Path, output_dir: Path, round_num: int, index: int)
     `join_parts` concatenates. Streams in batches of READ_ROWS rows: bounded memory. Safe to rerun (every file is
     replaced atomically)."""
     counts = RoundCounts(round=round_num)
-    data_dir = output_dir / "data" / f"round_{round_num}"
+    layout = RunLayout(output_dir)
+    data_dir = layout.data(round_num)
     data_dir.mkdir(parents=True, exist_ok=True)
-    parts = {kind: _part_path(output_dir, kind, round_num, index) for kind in (*EXPORT_FORMATS, "rejects")}
+    parts = {kind: layout.part(kind, round_num, index) for kind in (*EXPORT_FORMATS, "rejects")}
     handles = {kind: _open_tmp(path) for kind, path in parts.items()}
     rejects = handles["rejects"]
     final = data_dir / f"part-{index:05d}.parquet"
@@ -168,21 +170,18 @@ def split_shard(ledger_file: Path, output_dir: Path, round_num: int, index: int)
     return counts
 
 
-def _part_path(output_dir: Path, kind: str, round_num: int, index: int) -> Path:
-    return output_dir / kind / f".round_{round_num}.parts" / f"{index:05d}.jsonl"
-
-
 def join_parts(output_dir: Path, round_num: int, shards: int) -> None:
     """Concatenate the export and rejects parts of a round, in shard order, into one file each (byte copies:
     constant memory), then drop the parts."""
+    layout = RunLayout(output_dir)
     for kind in (*EXPORT_FORMATS, "rejects"):
-        target = output_dir / kind / f"round_{round_num}.jsonl"
+        target = layout.export(kind, round_num)
         with _open_tmp(target) as joined:
             for index in range(shards):
-                with open(_part_path(output_dir, kind, round_num, index), encoding="utf-8") as part:
+                with open(layout.part(kind, round_num, index), encoding="utf-8") as part:
                     shutil.copyfileobj(part, joined, 1 << 20)
         os.replace(joined.name, target)
-        shutil.rmtree(_part_path(output_dir, kind, round_num, 0).parent, ignore_errors=True)
+        shutil.rmtree(layout.part(kind, round_num, 0).parent, ignore_errors=True)
 
 
 def split_round(ledger_files: list[Path], output_dir: Path, round_num: int) -> RoundCounts:
@@ -236,7 +235,7 @@ def write_dataset_info(output_dir: Path, rounds: list[int], prefix: str) -> None
     """LLaMA-Factory's dataset_info.json, so `dataset_dir=OUTPUT` can train on any round directly, in any of the
     exported formats."""
     info = dataset_info_entries(rounds, prefix)
-    (output_dir / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    RunLayout(output_dir).dataset_info.write_text(json.dumps(info, indent=2) + "\n")
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from engine.io.layout import RunLayout
 from engine.io.sinks import write_json
 from engine.report.html import render
 from engine.report.plots import draw_report
@@ -104,13 +105,14 @@ class Run:
 
     def __init__(self, run_dir: Path):
         self.dir = Path(run_dir)
-        summary_path = self.dir / "summary.json"
+        self.layout = RunLayout(self.dir)
+        summary_path = self.layout.summary
         if not summary_path.is_file():
             raise ReportError(f"{self.dir}: no summary.json, so this is not a run directory "
                               "(runs are written by `python -m engine ...`)")
         self.summary = read_json(summary_path)
         self.model = str(self.summary.get("model", "") or "unknown model")
-        analysis_path = self.dir / "analysis" / "summary.json"
+        analysis_path = self.layout.analysis_summary
         self.analysis = read_json(analysis_path) if analysis_path.is_file() else None
         self.analysis_path = analysis_path
         self.label = ""
@@ -137,15 +139,11 @@ def label_runs(runs: list[Run]) -> None:
         run.label = label if labels.count(label) == 1 else f"{label} #{seen[label]}"
 
 
-def final_round_files(run_dir: Path) -> tuple[int | None, list[Path]]:
+def final_round_files(layout: RunLayout) -> tuple[int | None, list[Path]]:
     """The run's final round R (the largest data/round_R/) and its Parquet files (none when no row was kept);
     (None, []) when the run has no round directory."""
-    rounds = [int(d.name.removeprefix("round_")) for d in (run_dir / "data").glob("round_*")
-              if d.is_dir() and d.name.removeprefix("round_").isdigit()]
-    if not rounds:
-        return None, []
-    last = max(rounds)
-    return last, sorted((run_dir / "data" / f"round_{last}").glob("*.parquet"))
+    last = layout.final_round()
+    return (None, []) if last is None else (last, layout.data_files(last))
 
 
 def score_histograms(files: list[Path]) -> dict[str, Histogram | None]:
@@ -164,10 +162,10 @@ def score_histograms(files: list[Path]) -> dict[str, Histogram | None]:
     return hists
 
 
-def mnd_histograms(run_dir: Path) -> dict[str, Histogram]:
+def mnd_histograms(layout: RunLayout) -> dict[str, Histogram]:
     """Minimum-neighbour-distance histograms per evolver from analysis/rows/*.parquet."""
     hists: dict[str, Histogram] = {}
-    for path in sorted((run_dir / "analysis" / "rows").glob("*.parquet")):
+    for path in sorted(layout.analysis_rows.glob("*.parquet")):
         pf = pq.ParquetFile(path)
         if not {"mnd", "evolver"} <= set(pf.schema_arrow.names):
             raise ReportError(f"{path}: analysis rows need the columns 'mnd' and 'evolver'")
@@ -247,7 +245,7 @@ def _scores(runs: list[Run]) -> dict[str, dict]:
     """The "ifd" and "ic_ifd" sections, both from one pass over each run's final round."""
     scored = {}
     for run in runs:
-        last, files = final_round_files(run.dir)
+        last, files = final_round_files(run.layout)
         scored[id(run)] = last, score_histograms(files)
     sections = {}
     for column, (lo, hi, bins) in SCORE_BINS.items():
@@ -268,12 +266,12 @@ def _scores(runs: list[Run]) -> dict[str, dict]:
 
 def _diversity(runs: list[Run]) -> dict:
     found, missing = _analysis_section(runs, "diversity")
-    mnd = {id(run): mnd_histograms(run.dir) for run in runs if run.analysis and run.analysis.get("diversity")}
+    mnd = {id(run): mnd_histograms(run.layout) for run in runs if run.analysis and run.analysis.get("diversity")}
     series = []
     for label, run, evolver, entry in _labelled(found):
         hist = mnd[id(run)].get(evolver)
         if hist is None:
-            missing.append(f"{label}: no rows in {run.dir / 'analysis' / 'rows'}; "
+            missing.append(f"{label}: no rows in {run.layout.analysis_rows}; "
                            f"run `{ANALYZE.format(run_dir=run.dir)}`")
         field = f"diversity.per_evolver.{evolver}"
         series.append({"label": label, "evolver": evolver, "model": run.analysis["diversity"].get("model"),
@@ -298,7 +296,7 @@ def _output_space(runs: list[Run], key: str) -> dict:
     """Top-1 probability (key "top1") or entropy (key "entropy") histograms from summary.json["output_space"]."""
     found, missing = [], []
     for run in runs:
-        path = run.dir / "summary.json"
+        path = run.layout.summary
         space = _mapping(run.summary.get("output_space"), path, "output_space")
         if not space:
             missing.append(f"{run.label}: no output_space in summary.json; rerun the evolution with "
@@ -307,7 +305,7 @@ def _output_space(runs: list[Run], key: str) -> dict:
             found.append((run, str(evolver), _mapping(entry, path, f"output_space.{evolver}")))
     series = []
     for label, run, evolver, entry in _labelled(found):
-        path, field = run.dir / "summary.json", f"output_space.{evolver}"
+        path, field = run.layout.summary, f"output_space.{evolver}"
         edges = [_number(e, path, f"{field}.{key}_edges") for e in entry.get(f"{key}_edges") or []]
         counts = [_number(c, path, f"{field}.{key}_counts") for c in entry.get(f"{key}_counts") or []]
         if len(edges) != len(counts) + 1:
@@ -331,7 +329,8 @@ def collect(runs: list[Run]) -> dict:
 
 def default_out(run_dirs: list[Path]) -> Path:
     """RUN_DIR/report for one run, <first RUN_DIR>/report-compare for several."""
-    return Path(run_dirs[0]) / ("report" if len(run_dirs) == 1 else "report-compare")
+    first = RunLayout(run_dirs[0])
+    return first.report if len(run_dirs) == 1 else first.compare_report
 
 
 def build_report(run_dirs: list[Path], out: Path | None = None) -> Path:

@@ -12,20 +12,22 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from engine.io.layout import RunLayout
 from engine.io.sinks import write_json
 from engine.stages.keywords import count_keywords
 
 
 def keyword_lists(run_dir: Path):
     """Every row's keyword list (kept rows from data/, rejected ones from rejects/), with its evolver."""
-    for path in sorted((run_dir / "data").glob("round_*/*.parquet")):
+    layout = RunLayout(run_dir)
+    for path in [f for r in layout.rounds() for f in layout.data_files(r)]:
         pf = pq.ParquetFile(path)
         if "traj_keywords" not in pf.schema_arrow.names:
             continue
         for batch in pf.iter_batches(columns=["traj_keywords", "evolver"]):
             for keywords, evolver in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
                 yield evolver, json.loads(keywords or "[]")
-    for path in sorted((run_dir / "rejects").glob("round_*.jsonl")):
+    for path in [p for r in layout.rounds() if (p := layout.rejects(r)).exists()]:
         with open(path, encoding="utf-8") as handle:
             for line in handle:
                 row = json.loads(line)
@@ -47,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     for run_dir in args.runs:
         report = keyword_report(run_dir)
-        write_json(run_dir / "keywords.json", report)
+        write_json(RunLayout(run_dir).keywords, report)
         print(json.dumps({"run": str(run_dir), **report}))
 
 
