@@ -23,7 +23,7 @@ import torch
 
 from engine.config import Config, ModelConfig
 from engine.stages.score import Score
-from engine.io.readers import records_from_rows
+from engine.records import records_from_rows
 from engine.machine import machine_facts
 
 

@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from omegaconf import OmegaConf
 
-from engine.config import Config, ConfigError
+from engine.config import Config, ConfigError, compose
 from engine.io.layout import RunLayout
 from engine.io.sinks import write_json
 from engine.prompts.judges import DIFFICULTY_LABELS
@@ -232,21 +231,6 @@ def analyse_run(cfg: Config, run_dir: Path) -> dict:
 
         log.info("report: %s", build_report([run_dir]))
     return summary
-
-
-def compose(overrides: list[str]) -> Config:
-    """The engine's config (conf/config.yaml) with Hydra-style overrides, as the typed Config."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from engine.cli import CONF_DIR
-    from engine.config import to_config
-
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        raw = hydra_compose(config_name="config", overrides=overrides)
-    OmegaConf.set_struct(raw, False)
-    raw.run.output_dir = "unused"  # analysis writes into RUN_DIR/analysis
-    return to_config(raw)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from engine.cli import CONF_DIR
-from engine.config import Config, to_config
+from engine.config import CONF_DIR, Config, to_config
 from engine.machine import machine_facts
 
 VOCABULARY = ("explain describe compare list summarise rewrite design plan evaluate outline the a of for with "

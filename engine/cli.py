@@ -11,13 +11,12 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from engine.backends.base import BackendUnavailable
-from engine.config import ConfigError, register, to_config
+from engine.config import CONF_DIR, ConfigError, register, to_config
 from engine.io.layout import RunLayout
 from engine.io.readers import InputError
 
 log = logging.getLogger("engine")
 NO_ROWS_EXIT = 3  # the run finished and wrote its outputs, but kept no row (2: refused before running)
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 register()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -390,3 +391,19 @@ def config_hash(cfg: Config, resolved: dict | None = None) -> str:
             for key in keys:
                 data[group].pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # conf/config.yaml and its groups
+
+
+def compose(overrides: list[str]) -> Config:
+    """The engine's config (conf/config.yaml) with Hydra-style overrides, as the typed Config, for the tools that
+    read a finished run (analyze, pairwise) rather than write one: run.output_dir is not theirs to choose."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        raw = hydra_compose(config_name="config", overrides=overrides)
+    OmegaConf.set_struct(raw, False)
+    raw.run.output_dir = "unused"  # analysis writes into RUN_DIR/analysis, the pairwise judge into its own folder
+    return to_config(raw)

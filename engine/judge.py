@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from engine.analyze import compose
-from engine.config import Config, ConfigError
+from engine.config import Config, ConfigError, compose
 from engine.io.readers import InputError, iter_records, list_input_files
 from engine.io.sinks import write_json
 from engine.records import STATUS_OK

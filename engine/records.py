@@ -79,3 +79,14 @@ def default_columns(n: int, defaults: dict) -> dict[str, np.ndarray]:
         name: np.full(n, value, dtype=object if isinstance(value, str) else type(value))
         for name, value in defaults.items()
     }
+
+
+def records_from_rows(rows: list[dict], source: str = "<memory>", position_offset: int = 0,
+                      policy=None) -> dict[str, np.ndarray]:
+    """One batch of seed records from in-memory alpaca dicts (AutoIF's augmented queries, tests, benchmarks),
+    checked as a file's rows are. `policy` is an engine.io.validate.ReadPolicy (default: its defaults)."""
+    from engine.io.validate import ReadPolicy, record_batch, record_batches  # the checks import this schema
+
+    slots = ((i + 1, row, None) for i, row in enumerate(rows))
+    batches = record_batches(slots, source, position_offset, max(1, len(rows)), policy or ReadPolicy())
+    return next(batches, None) or record_batch([], source)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from engine.backends.base import BackendUnavailable
-from engine.backends.embedded import build_once, cache_root
+from engine.backends.cache import build_once, cache_root
 
 log = logging.getLogger("engine.backends")
 

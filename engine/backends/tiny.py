@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from engine.backends.base import BackendUnavailable
-from engine.backends.embedded import build_once, cache_root
+from engine.backends.cache import build_once, cache_root
 
 VOCAB_SIZE = 1024
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]

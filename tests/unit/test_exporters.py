@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine.export import main as export_main
-from engine.io.readers import records_from_rows
+from engine.records import records_from_rows
 from engine.io.sinks import split_round, write_dataset_info
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine.io.readers import REJECT_LOG_LIMIT, InputError, count_rows, iter_records, list_input_files
-from engine.io.readers import records_from_rows
+from engine.records import records_from_rows
 from engine.records import ALPACA_FIELDS, LINEAGE_FIELDS, STATUS_FIELDS, TEXT_FIELDS, seed_row_id
 
 ROWS = [

@@ -12,7 +12,8 @@ import pytest
 from engine.config import DataConfig, FieldsConfig
 from engine.io.inputs import check_schema, hf_cache_files, resolve_shape
 from engine.io.manifest import Manifest, ResumeRefused
-from engine.io.readers import InputError, ReadPolicy, count_rows, iter_records, records_from_rows
+from engine.io.readers import InputError, ReadPolicy, count_rows, iter_records
+from engine.records import records_from_rows
 from engine.io.shapes import MISSING, guess_shape, lookup, make_shape, overrides_for
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from engine.backends import Sampling
 from engine.config import Config, ModelConfig
-from engine.io.readers import records_from_rows
+from engine.records import records_from_rows
 from engine.stages.score import Score
 
 pytestmark = pytest.mark.vllm
