@@ -306,7 +306,7 @@ class PairwiseConfig:
 
     tie_policy: str = "consistent"  # consistent: a win needs both orders to agree | lenient: one win + one tie wins
     parse: str = "robust"  # seed: judge.py's substring test (unparsable = tie) | robust: the last well-formed label
-    output_dir: Optional[str] = None  # `python -m engine.judge A B`: None writes pairwise/<A>-vs-<B>/
+    output_dir: Optional[str] = None  # `python -m engine.pairwise A B`: None writes pairwise/<A>-vs-<B>/
     max_new_tokens: int = 512
 
 

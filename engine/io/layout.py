@@ -10,7 +10,7 @@
       optimizer/                           Auto Evol-Instruct's optimizer log and chosen method
       analysis/summary.json  analysis/rows/*.parquet   `python -m engine.analyze` output
       report/  report-compare/             the HTML report of this run / of several runs beside it
-      keywords.json                        `python -m engine.report.method_keywords` output
+      keywords.json                        `python -m engine.report.keyword_counts` output
       side_by_side/side_by_side.parquet|.jsonl   an evolver comparison's joined rows
       <evolver>/                           an evolver comparison's run of one evolver (a run folder itself)
 """
@@ -110,7 +110,7 @@ class RunLayout:
 
     @property
     def keywords(self) -> Path:
-        """Distinct trajectory keywords per evolver (engine/report/method_keywords.py)."""
+        """Distinct trajectory keywords per evolver (engine/report/keyword_counts.py)."""
         return self.root / "keywords.json"
 
     @property

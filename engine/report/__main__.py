@@ -1,5 +1,5 @@
 """`python -m engine.report RUN_DIR [RUN_DIR ...] [--out DIR]`: the HTML report (plots and tables) of one run,
-or of several runs side by side (e.g. an SLM and an LLM evolver). `python -m engine.report.keywords` is a
+or of several runs side by side (e.g. an SLM and an LLM evolver). `python -m engine.report.keyword_counts` is a
 separate tool of this package."""
 
 from __future__ import annotations

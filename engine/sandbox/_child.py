@@ -1,6 +1,6 @@
 """The child side of the verifier sandbox: the only place where untrusted verifier code ever runs.
 
-The parent (`engine.sandbox.runner`) starts this file as a fresh interpreter:
+The parent (`engine.sandbox.supervisor`) starts this file as a fresh interpreter:
 
     python -I -S -B -u _child.py CONFIG_JSON
 

@@ -82,7 +82,7 @@ def test_analyze_cli_refuses_a_directory_that_is_not_a_run(tmp_path):
 
 
 def test_pairwise_judge_swaps_positions_and_counts_every_pair(local_ray, tiny_cfg, tmp_path):
-    from engine.judge import judge_files
+    from engine.pairwise import judge_files
 
     questions = [f"Name {n} animals that live in the sea." for n in range(2, 8)]
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"

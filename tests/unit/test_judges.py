@@ -203,7 +203,7 @@ def test_pairwise_stage_swaps_positions(monkeypatch):
 
 
 def test_answer_files_pair_by_id_else_by_question(tmp_path):
-    from engine.judge import pair_rows, read_answers
+    from engine.pairwise import pair_rows, read_answers
 
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     a.write_text("\n".join(json.dumps(r) for r in [

@@ -25,7 +25,7 @@ import pytest
 import engine
 from engine.sandbox import Limits, Sandbox, Verdict, normalise_expected
 from engine.sandbox.isolation import INNER_CHILD_SCRIPT, cgroup_parents, find_bwrap
-from engine.sandbox.runner import CHILD_SCRIPT
+from engine.sandbox.supervisor import CHILD_SCRIPT
 
 WALL_S = 2.0
 LIMITS = Limits(wall_s=WALL_S, cpu_s=5, memory_mb=512, file_mb=1, processes=16, output_kb=64, workers=2)
@@ -148,7 +148,7 @@ def test_strict_mode_refuses_to_run_without_mount_isolation():
 
 
 def test_bwrap_asked_for_but_missing_says_how_to_install(monkeypatch):
-    monkeypatch.setattr("engine.sandbox.runner.find_bwrap", lambda: None)
+    monkeypatch.setattr("engine.sandbox.supervisor.find_bwrap", lambda: None)
     with pytest.raises(RuntimeError, match="apt-get install -y bubblewrap"):
         Sandbox(Limits(workers=1), isolation="bwrap")
 

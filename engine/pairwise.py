@@ -1,4 +1,4 @@
-"""`python -m engine.judge ANSWERS_A ANSWERS_B [key=value ...]`: pairwise judging of two answer sets (paper
+"""`python -m engine.pairwise ANSWERS_A ANSWERS_B [key=value ...]`: pairwise judging of two answer sets (paper
 Fig. 6/7) with position swap: every question is judged with A shown first and with B shown first, and the two
 verdicts are combined under `analysis.pairwise.tie_policy` (consistent | lenient).
 
@@ -24,7 +24,7 @@ from engine.io.sinks import write_json
 from engine.records import STATUS_OK
 from engine.recipes import StageSpec
 
-log = logging.getLogger("engine.judge")
+log = logging.getLogger("engine.pairwise")
 
 
 def read_answers(path: Path) -> tuple[dict[str, dict], list[dict]]:

@@ -1,4 +1,4 @@
-"""`python -m engine.report.keywords RUN_DIR [RUN_DIR ...]`: distinct trajectory keywords per evolver (the
+"""`python -m engine.report.keyword_counts RUN_DIR [RUN_DIR ...]`: distinct trajectory keywords per evolver (the
 paper's "6.9% more keywords" measure), from runs made with `recipe=auto_evol auto_evol.keywords=true`.
 
 Reads the `traj_keywords` and `evolver` columns of every round's kept rows and rejects, batch by batch; prints
