@@ -27,6 +27,7 @@ from engine.io.sinks import write_json
 from engine.prompts.judges import DIFFICULTY_LABELS
 from engine.recipes import StageSpec
 from engine.stages.reward import adjust
+from engine.stats import quantiles
 
 log = logging.getLogger("engine.analyze")
 
@@ -39,7 +40,6 @@ ROW_COLUMNS = {  # column -> (arrow type, value for a row an analysis did not co
 }
 INPUT_COLUMNS = ["id", "seed_id", "round", "evolver", "method", "instruction", "input", "parent_instruction",
                  "status"]
-QUANTILES = {"p10": 0.10, "p25": 0.25, "p50": 0.50, "p75": 0.75, "p90": 0.90}
 
 
 def final_round(layout: RunLayout) -> tuple[int, list[Path]]:
@@ -144,10 +144,6 @@ def attach_diversity(work: Path, target: Path, results: dict) -> None:
             writer.write_table(table)
 
 
-def _quantiles(values: np.ndarray) -> dict:
-    return {k: float(np.quantile(values, q)) for k, q in QUANTILES.items()} if len(values) else {}
-
-
 def summarise(cfg: Config, rows_file: Path, run_dir: Path, diversity_summary: dict | None) -> dict:
     """analysis/summary.json from the analysed rows (read column by column)."""
     table = pq.read_table(rows_file, columns=["round", "evolver", "difficulty", "complexity", "reward",
@@ -172,7 +168,7 @@ def summarise(cfg: Config, rows_file: Path, run_dir: Path, diversity_summary: di
             values = complexity[evolvers == evolver]
             parsed = values[np.isfinite(values)]
             per[evolver] = {"n": int(len(values)), "unparsable": int(len(values) - len(parsed)),
-                            "mean": float(parsed.mean()) if len(parsed) else None, "quantiles": _quantiles(parsed)}
+                            "mean": float(parsed.mean()) if len(parsed) else None, "quantiles": quantiles(parsed)}
         summary["complexity"] = {"prompt": a.complexity.prompt, "parse": a.complexity.parse, "per_evolver": per}
     else:
         summary["complexity"] = None

@@ -121,7 +121,7 @@ def load_side(run_dir: Path, summary: dict) -> pa.Table:
         seed_id = row["seed_id"]
         if seed_id in found:
             raise ValueError(f"{run_dir}: seed {seed_id} appears twice ({found[seed_id]['where']} and {where})")
-        scores = {name: _number(row.get(name)) if status == STATUS_OK else None for name in ("ic_ifd", "ifd")}
+        scores = {name: _optional_float(row.get(name)) if status == STATUS_OK else None for name in ("ic_ifd", "ifd")}
         kept = status == STATUS_OK
         found[seed_id] = {
             "seed_id": seed_id, "id": row["id"], "input": row.get("input") or "", "status": status,
@@ -166,7 +166,8 @@ def _read_rows(files: list[Path], columns: list[str] | None = None) -> list[dict
     return pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default").to_pylist()
 
 
-def _number(value) -> float | None:
+def _optional_float(value) -> float | None:
+    """A score column's value as a float; None where the row has none (Parquet null)."""
     return None if value is None else float(value)
 
 

@@ -24,6 +24,7 @@ from engine.io.sinks import write_json
 from engine.report.html import render
 from engine.report.plots import draw_report
 from engine.report.throughput import per_model_section, stages_section
+from engine.stats import QUANTILES
 
 ANALYZE = "python -m engine.analyze {run_dir}"
 OUTPUT_SPACE_FLAG = "recipe.output_space=true"
@@ -92,7 +93,8 @@ def _mapping(value, path: Path, field: str) -> dict:
     return value
 
 
-def _number(value, path: Path, field: str) -> float | None:
+def _json_number(value, path: Path, field: str) -> float | None:
+    """A number field of a run's JSON file (None stays None), or a ReportError naming the file and the field."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -210,7 +212,7 @@ def _round(key, path: Path, evolver: str) -> str:
 
 def _quantiles(entry: dict, path: Path, field: str) -> dict:
     q = _mapping(entry.get("quantiles"), path, f"{field}.quantiles")
-    return {k: _number(q.get(k), path, f"{field}.quantiles.{k}") for k in ("p10", "p25", "p50", "p75", "p90")}
+    return {k: _json_number(q.get(k), path, f"{field}.quantiles.{k}") for k in QUANTILES}
 
 
 def _difficulty(runs: list[Run]) -> dict:
@@ -222,7 +224,7 @@ def _difficulty(runs: list[Run]) -> dict:
         for r, counts in entry.items():
             counts = _mapping(counts, run.analysis_path, f"{field}.{r}")
             rounds[_round(r, run.analysis_path, evolver)] = {
-                str(k): int(_number(v, run.analysis_path, f"{field}.{r}.{k}") or 0) for k, v in counts.items()}
+                str(k): int(_json_number(v, run.analysis_path, f"{field}.{r}.{k}") or 0) for k, v in counts.items()}
         series.append({"label": label, "evolver": evolver, "judge": run.analysis.get("judge"),
                        "prompt": run.analysis["difficulty"].get("prompt"), "rounds": rounds})
     labels = next((list(r.analysis["difficulty"].get("labels") or []) for r in runs
@@ -235,7 +237,7 @@ def _complexity(runs: list[Run]) -> dict:
     series = [{"label": label, "evolver": evolver, "judge": run.analysis.get("judge"),
                "prompt": run.analysis["complexity"].get("prompt"),
                "n": entry.get("n"), "unparsable": entry.get("unparsable"),
-               "mean": _number(entry.get("mean"), run.analysis_path, f"complexity.per_evolver.{evolver}.mean"),
+               "mean": _json_number(entry.get("mean"), run.analysis_path, f"complexity.per_evolver.{evolver}.mean"),
                "quantiles": _quantiles(entry, run.analysis_path, f"complexity.per_evolver.{evolver}")}
               for label, run, evolver, entry in _labelled(found)]
     return {"series": series, "missing": missing}
@@ -276,7 +278,7 @@ def _diversity(runs: list[Run]) -> dict:
         field = f"diversity.per_evolver.{evolver}"
         series.append({"label": label, "evolver": evolver, "model": run.analysis["diversity"].get("model"),
                        "threshold": run.analysis["diversity"].get("threshold"), "n": entry.get("n"),
-                       "mean": _number(entry.get("mean"), run.analysis_path, f"{field}.mean"),
+                       "mean": _json_number(entry.get("mean"), run.analysis_path, f"{field}.mean"),
                        "quantiles": _quantiles(entry, run.analysis_path, field),
                        "near_duplicate_rows": entry.get("near_duplicate_rows"),
                        "histogram": hist.as_dict() if hist is not None else None})
@@ -306,8 +308,8 @@ def _output_space(runs: list[Run], key: str) -> dict:
     series = []
     for label, run, evolver, entry in _labelled(found):
         path, field = run.layout.summary, f"output_space.{evolver}"
-        edges = [_number(e, path, f"{field}.{key}_edges") for e in entry.get(f"{key}_edges") or []]
-        counts = [_number(c, path, f"{field}.{key}_counts") for c in entry.get(f"{key}_counts") or []]
+        edges = [_json_number(e, path, f"{field}.{key}_edges") for e in entry.get(f"{key}_edges") or []]
+        counts = [_json_number(c, path, f"{field}.{key}_counts") for c in entry.get(f"{key}_counts") or []]
         if len(edges) != len(counts) + 1:
             raise ReportError(f"{path}: {field}: {key}_edges needs one more value than {key}_counts "
                               f"({len(edges)} edges, {len(counts)} counts)")

@@ -9,6 +9,7 @@ import html
 import math
 
 from engine.report.throughput import MODEL_HEAD, STAGE_HEAD, model_rows, stage_rows
+from engine.stats import QUANTILES  # column heads (its keys), in the order the analysis writes them
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem auto;max-width:72rem;
@@ -23,7 +24,6 @@ img{max-width:100%;border:1px solid #eee}
 .note{color:#666;font-size:.85rem}
 code{background:#f3f3f3;padding:0 .2rem}
 """
-QUANTILES = ("p10", "p25", "p50", "p75", "p90")
 
 
 def esc(value) -> str:

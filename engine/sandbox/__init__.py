@@ -7,6 +7,6 @@ Verifier code never runs in the engine process: each job gets a fresh, isolated 
 directory states what is contained and what is not.
 """
 
-from engine.sandbox.supervisor import Limits, Sandbox, Verdict, normalise_expected
+from engine.sandbox.supervisor import Limits, Sandbox, Verdict
 
-__all__ = ["Limits", "Sandbox", "Verdict", "normalise_expected"]
+__all__ = ["Limits", "Sandbox", "Verdict"]

@@ -65,17 +65,6 @@ class Verdict:
     output: str  # captured stdout+stderr, truncated to output_kb
 
 
-def normalise_expected(value):
-    """Map the AutoIF expected-output strings "true"/"True"/"false"/"False" to booleans; anything else unchanged.
-    `Sandbox.check` compares `result == expected` with `expected` as given; callers who want this mapping apply it."""
-    if isinstance(value, str):
-        if value in ("true", "True"):
-            return True
-        if value in ("false", "False"):
-            return False
-    return value
-
-
 def _bounded(text: str) -> str:
     return text if len(text) <= _child.MAX_DETAIL else text[: _child.MAX_DETAIL - 3] + "..."
 

@@ -17,6 +17,7 @@ import numpy as np
 from engine.backends.embedder import load_embedder
 from engine.config import Config
 from engine.records import ok_mask
+from engine.stats import quantiles
 
 UNIT_NORM_TOLERANCE = 1e-3  # on the squared norm; sentence-transformers' normalised float32 output is ~1e-7 off
 
@@ -109,12 +110,10 @@ def diversity_summary(mnd: np.ndarray, near_duplicates: np.ndarray) -> dict:
     rows have at least one near duplicate. Rows without a neighbour (NaN) are left out of n and the stats."""
     mnd = np.asarray(mnd, dtype=np.float64)
     measured = mnd[np.isfinite(mnd)]
-    levels = (10, 25, 50, 75, 90)
-    values = np.quantile(measured, [p / 100 for p in levels]) if len(measured) else [None] * len(levels)
     return {
         "n": int(len(measured)),
         "mean": float(measured.mean()) if len(measured) else None,
-        "quantiles": {f"p{p}": (None if v is None else float(v)) for p, v in zip(levels, values)},
+        "quantiles": quantiles(measured),
         "near_duplicate_rows": int(np.count_nonzero(np.asarray(near_duplicates) > 0)),
     }
 

@@ -85,6 +85,8 @@ def test_extraction_drops_download_lines_and_malformed_cases():
 
 def test_expected_outputs_normalise_and_cases_dedup():
     assert [normalise_expected(v) for v in ("true", " False", True, "yes", 1)] == [True, False, True, "yes", 1]
+    assert [normalise_expected(v) for v in ("True", "false", "TRUE", " true ")] == [True, False, True, True]
+    assert [normalise_expected(v) for v in ("yes", "", None, 0, [1])] == ["yes", "", None, 0, [1]]
     assert unique_cases([("a", True), ("a", True), ("a", False)]) == [("a", True), ("a", False)]
 
 
