@@ -25,7 +25,8 @@ from engine.config import Config, ConfigError, compose
 from engine.io.layout import RunLayout
 from engine.io.sinks import write_json
 from engine.prompts.judges import DIFFICULTY_LABELS
-from engine.recipes import StageSpec
+from engine.recipes.resources import resources_for
+from engine.stages.spec import StageSpec
 from engine.stages.reward import adjust
 from engine.stats import quantiles
 
@@ -54,19 +55,23 @@ def final_round(layout: RunLayout) -> tuple[int, list[Path]]:
 
 def analysis_stages(cfg: Config) -> list[StageSpec]:
     """The model stages the config switches on, in order (each its own actor pool)."""
-    from engine.stages.judge import Judge
+    from engine.stages.judge import Judge, JudgeArgs
 
+    a = cfg.analysis
     specs = []
-    if cfg.analysis.difficulty.enabled or cfg.analysis.complexity.enabled:
-        specs.append(StageSpec(Judge))
-    if cfg.analysis.reward.path:
-        from engine.stages.reward import Reward
+    if a.difficulty.enabled or a.complexity.enabled:
+        args = JudgeArgs(model=cfg.model, difficulty=a.difficulty, complexity=a.complexity, run_seed=cfg.run.seed)
+        specs.append(StageSpec(Judge, args, resources_for(cfg, "judge")))
+    if a.reward.path:
+        from engine.stages.reward import Reward, RewardArgs
 
-        specs.append(StageSpec(Reward))
-    if cfg.analysis.diversity.enabled:
-        from engine.stages.diversity import Embed
+        args = RewardArgs(path=a.reward.path, max_length=a.reward.max_length, batch_size=a.reward.batch_size,
+                          length_norm=a.reward.length_norm)
+        specs.append(StageSpec(Reward, args, resources_for(cfg, "reward")))
+    if a.diversity.enabled:
+        from engine.stages.diversity import Embed, EmbedArgs
 
-        specs.append(StageSpec(Embed))
+        specs.append(StageSpec(Embed, EmbedArgs(embedder=a.embedder), resources_for(cfg, "embed")))
     return specs
 
 

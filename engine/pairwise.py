@@ -22,7 +22,8 @@ from engine.config import Config, ConfigError, compose
 from engine.io.readers import InputError, iter_records, list_input_files
 from engine.io.sinks import write_json
 from engine.records import STATUS_OK
-from engine.recipes import StageSpec
+from engine.recipes.resources import resources_for
+from engine.stages.spec import StageSpec
 
 log = logging.getLogger("engine.pairwise")
 
@@ -57,7 +58,7 @@ def pair_rows(a: dict[str, dict], b: dict[str, dict]) -> tuple[list[tuple[dict, 
 
 def judge_files(cfg: Config, path_a: Path, path_b: Path) -> dict:
     from engine.runner import analyse
-    from engine.stages.judge import PairwiseJudge
+    from engine.stages.judge import PairwiseArgs, PairwiseJudge
 
     rows_a, invalid_a = read_answers(path_a)
     rows_b, invalid_b = read_answers(path_b)
@@ -86,7 +87,9 @@ def judge_files(cfg: Config, path_a: Path, path_b: Path) -> dict:
                 unparsable["b_first"] += row["verdict_ba"] == ""
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
-        analyse(cfg, table, None, [StageSpec(PairwiseJudge)], sink)
+        spec = StageSpec(PairwiseJudge, PairwiseArgs(model=cfg.model, pairwise=cfg.analysis.pairwise),
+                         resources_for(cfg, "judge"))
+        analyse(cfg, table, None, [spec], sink)
     (out / "judgements.jsonl.tmp").replace(out / "judgements.jsonl")
     summary = {
         "a": str(path_a), "b": str(path_b), "judge": cfg.model.name, "tie_policy": cfg.analysis.pairwise.tie_policy,

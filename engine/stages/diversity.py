@@ -11,11 +11,12 @@ O(block^2) rather than O(n^2) and a 1M-row memmap works.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from engine.backends.embedder import load_embedder
-from engine.config import Config
+from engine.config import EmbedderConfig
 from engine.records import ok_mask
 from engine.stats import quantiles
 
@@ -27,6 +28,13 @@ def embedding_text(instruction: str, input_text: str) -> str:
     return instruction + "\n" + input_text
 
 
+@dataclass(frozen=True)
+class EmbedArgs:
+    """What Embed uses: the sentence-embedding model's settings."""
+
+    embedder: EmbedderConfig
+
+
 class Embed:
     """Adds `embedding`, a [rows, dim] float32 column of unit vectors, to ok rows; other rows get NaN vectors.
 
@@ -35,8 +43,8 @@ class Embed:
 
     uses_model = True
 
-    def __init__(self, cfg: Config, torch_threads: int | None = None):
-        self.embedder = load_embedder(cfg.analysis.embedder, torch_threads=torch_threads)
+    def __init__(self, args: EmbedArgs, torch_threads: int | None = None):
+        self.embedder = load_embedder(args.embedder, torch_threads=torch_threads)
         self.model_name = self.embedder.name
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,16 +1,19 @@
 """LLM-judge stages of the analysis suite: difficulty labels + 0-100 complexity (one judge model), and pairwise
-comparison of two answers with position swap. The judge is `cfg.model`; answers are kept raw beside the parse."""
+comparison of two answers with position swap. The judge is the run's `model`; answers are kept raw beside the
+parse."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from engine.backends import Sampling, load_backend
-from engine.config import Config
+from engine.config import JudgeConfig, ModelConfig, PairwiseConfig
 from engine.prompts.judges import combine_orders, judge_prompt, pairwise_prompt, parse_difficulty, parse_score
 from engine.prompts.judges import parse_verdict
 from engine.records import ok_mask
-from engine.stages.seeding import row_seeds
+from engine.rng import row_seeds
 
 RETRY_SAMPLING = (0.7, 0.95)  # an unparsable greedy answer is asked again with sampling (a new answer)
 
@@ -38,6 +41,16 @@ def ask(model, prompts: list[str], parse, max_new_tokens: int, retries: int, see
     return values, raws, attempts
 
 
+@dataclass(frozen=True)
+class JudgeArgs:
+    """What Judge uses: the judge model, the difficulty and complexity settings, and the run seed (retries)."""
+
+    model: ModelConfig
+    difficulty: JudgeConfig
+    complexity: JudgeConfig
+    run_seed: int = 0
+
+
 class Judge:
     """Labels each ok row's instruction with a difficulty level (5 labels) and a 0-100 complexity score.
 
@@ -46,15 +59,15 @@ class Judge:
 
     uses_model = True
 
-    def __init__(self, cfg: Config, torch_threads: int | None = None):
-        self.difficulty = cfg.analysis.difficulty
-        self.complexity = cfg.analysis.complexity
-        self.run_seed = cfg.run.seed
+    def __init__(self, args: JudgeArgs, torch_threads: int | None = None):
+        self.difficulty = args.difficulty
+        self.complexity = args.complexity
+        self.run_seed = args.run_seed
         for kind, judge in (("difficulty", self.difficulty), ("complexity", self.complexity)):
             judge_prompt(kind, judge.prompt, "")  # a wrong variant fails at start-up, not per batch
             if judge.parse not in ("seed", "robust"):
                 raise ValueError(f"analysis.{kind}.parse={judge.parse!r}: choose seed or robust")
-        self.model = load_backend(cfg.model, torch_threads=torch_threads)
+        self.model = load_backend(args.model, torch_threads=torch_threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["id"])
@@ -81,16 +94,24 @@ class Judge:
         return batch
 
 
+@dataclass(frozen=True)
+class PairwiseArgs:
+    """What PairwiseJudge uses: the judge model and the pairwise settings (tie policy, parse, answer length)."""
+
+    model: ModelConfig
+    pairwise: PairwiseConfig
+
+
 class PairwiseJudge:
     """Judges answer_a against answer_b for each ok row's instruction in both orders (A first, then B first) and
     combines the two verdicts into win / tie / lose for A under the configured tie policy."""
 
     uses_model = True
 
-    def __init__(self, cfg: Config, torch_threads: int | None = None):
-        self.settings = cfg.analysis.pairwise
+    def __init__(self, args: PairwiseArgs, torch_threads: int | None = None):
+        self.settings = args.pairwise
         combine_orders("1", "2", self.settings.tie_policy)  # a wrong policy fails at start-up
-        self.model = load_backend(cfg.model, torch_threads=torch_threads)
+        self.model = load_backend(args.model, torch_threads=torch_threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["id"])

@@ -8,12 +8,11 @@ the analysis summary applies it."""
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from dataclasses import dataclass
 
-from engine.backends.hf import pick_device
-from engine.config import Config
+import numpy as np
+
+from engine.backends.reward import load_reward_model
 from engine.prompts.auto_evol import BASE_INSTRUCTION
 from engine.prompts.evol import evolution_prompt, method_order
 from engine.records import ok_mask
@@ -50,50 +49,28 @@ def adjust(scores: np.ndarray, tokens: np.ndarray, mode: str) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class RewardArgs:
+    """What Reward uses: the reward model's local path, its token and batch limits, and the length norm (checked
+    at start-up; the analysis summary applies it)."""
+
+    path: str
+    max_length: int = 4096
+    batch_size: int = 4
+    length_norm: str = "none"
+
+
 class Reward:
     """Scores each ok evolved row with the reward model at `analysis.reward.path` (logit 0 of a one-label head)."""
 
     uses_model = True
 
-    def __init__(self, cfg: Config, torch_threads: int | None = None):
-        settings = cfg.analysis.reward
-        adjust(np.zeros(1), np.ones(1), settings.length_norm)  # a wrong mode fails at start-up
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
-        self.settings = settings
-        self.device = pick_device("auto")
-        self.tokenizer = AutoTokenizer.from_pretrained(settings.path)
-        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self.model = AutoModelForSequenceClassification.from_pretrained(settings.path, num_labels=1, dtype=dtype)
-        self.model.to(self.device).eval()
-        self.name = settings.path
-
-    def chat_ids(self, prompt: str, response: str) -> tuple[list[int], int]:
-        """Token ids of the two-turn chat (the template applied once) and the response's own token count."""
-        encoded = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}], tokenize=True)
-        ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
-        response_tokens = len(self.tokenizer(response, add_special_tokens=False)["input_ids"])
-        return [int(i) for i in ids][: self.settings.max_length], response_tokens
-
-    @torch.inference_mode()
-    def score(self, sequences: list[list[int]]) -> list[float]:
-        """Reward of each token sequence, in batches (right-padded, attention-masked)."""
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        out: list[float] = []
-        step = max(1, self.settings.batch_size)
-        for start in range(0, len(sequences), step):
-            chunk = sequences[start:start + step]
-            width = max(len(s) for s in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, seq in enumerate(chunk):
-                ids[row, : len(seq)], mask[row, : len(seq)] = torch.tensor(seq), 1
-            if self.model.config.pad_token_id is None:
-                self.model.config.pad_token_id = pad  # the head finds each row's last real token by it
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-            out += logits[:, 0].float().cpu().tolist()
-        return out
+    def __init__(self, args: RewardArgs, torch_threads: int | None = None):
+        adjust(np.zeros(1), np.ones(1), args.length_norm)  # a wrong mode fails at start-up
+        self.max_length = args.max_length
+        self.batch_size = args.batch_size
+        self.model = load_reward_model(args.path, torch_threads=torch_threads)
+        self.name = args.path
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["id"])
@@ -104,10 +81,10 @@ class Reward:
             prompt = meta_prompt(str(batch["method"][i]), str(batch["parent_instruction"][i]))
             if prompt is None:
                 continue
-            ids, tokens = self.chat_ids(prompt, str(batch["instruction"][i]))
+            ids, tokens = self.model.chat_ids(prompt, str(batch["instruction"][i]), self.max_length)
             todo.append(i)
             sequences.append(ids)
             batch["reward_tokens"][i] = tokens
-        for i, value in zip(todo, self.score(sequences) if sequences else []):
+        for i, value in zip(todo, self.model.score(sequences, self.batch_size) if sequences else []):
             batch["reward"][i] = value
         return batch

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from engine.config import Config
+from engine.config import EmbedderConfig
 from engine.stages.diversity import (
     Embed,
+    EmbedArgs,
     diversity_summary,
     dot_cutoff,
     embedding_text,
@@ -156,9 +157,7 @@ def test_summary_quantiles_and_near_duplicate_rows():
 
 @pytest.fixture(scope="module")
 def embed() -> Embed:
-    cfg = Config()
-    cfg.analysis.embedder.device = "cpu"
-    return Embed(cfg, torch_threads=2)
+    return Embed(EmbedArgs(embedder=EmbedderConfig(device="cpu")), torch_threads=2)
 
 
 def test_embed_stage_with_bundled_minilm(embed):

@@ -169,7 +169,8 @@ def test_judge_retries_unparsable_then_counts_it(monkeypatch):
                "50", "Score: 70"]                     # complexity: both parse first time
     monkeypatch.setattr(judge_mod, "load_backend", lambda *a, **k: Scripted(answers))
     cfg = Config(model=ModelConfig(name="tiny", embedded="tiny"))
-    stage = judge_mod.Judge(cfg)
+    stage = judge_mod.Judge(judge_mod.JudgeArgs(model=cfg.model, difficulty=cfg.analysis.difficulty,
+                                                complexity=cfg.analysis.complexity, run_seed=cfg.run.seed))
     out = stage(_batch(3))
     assert list(out["difficulty"]) == ["hard", "", ""]
     assert list(out["difficulty_attempts"]) == [1, 2, 0]
@@ -197,7 +198,8 @@ def test_pairwise_stage_swaps_positions(monkeypatch):
     batch = {"id": np.array(["a", "b", "c"], dtype=object), "instruction": np.array(["q"] * 3, dtype=object),
              "answer_a": np.array(["good", "meh", "x"], dtype=object),
              "answer_b": np.array(["meh", "good", "y"], dtype=object), "status": np.array(["ok"] * 3, dtype=object)}
-    out = judge_mod.PairwiseJudge(Config())(batch)
+    cfg = Config()
+    out = judge_mod.PairwiseJudge(judge_mod.PairwiseArgs(model=cfg.model, pairwise=cfg.analysis.pairwise))(batch)
     assert list(out["outcome"]) == ["win", "lose", "tie"]  # row c: position bias alone is a tie
     assert len(seen) == 6
 

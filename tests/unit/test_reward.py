@@ -6,8 +6,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from engine.backends.embedded import resolve_model_path
-from engine.config import Config, ModelConfig
-from engine.stages.reward import Reward
+from engine.config import ModelConfig
+from engine.stages.reward import Reward, RewardArgs
 
 
 @pytest.fixture(scope="module")
@@ -32,16 +32,13 @@ def _rows():
 
 
 def test_reward_scores_evolved_rows_only(reward_model):
-    cfg = Config()
-    cfg.analysis.reward.path = reward_model
-    cfg.analysis.reward.batch_size = 1
-    stage = Reward(cfg, torch_threads=2)
+    stage = Reward(RewardArgs(path=reward_model, batch_size=1), torch_threads=2)
     out = stage(_rows())
     assert np.isfinite(out["reward"][:2]).all()
     assert np.isnan(out["reward"][2:]).all()  # a seed row has no evolution step; a rejected row is skipped
     assert out["reward_tokens"][0] > 0 and out["reward_tokens"][2] == 0
     # Batching with padding gives the same scores as one row at a time.
-    stage.settings.batch_size = 4
+    stage.batch_size = 4
     again = stage(_rows())
     assert np.allclose(again["reward"][:2], out["reward"][:2], atol=1e-4)
     # The score depends on the parent: the meta-prompt is rebuilt from it, not from the evolved text.
