@@ -30,10 +30,10 @@ from importlib import resources
 from pathlib import Path
 
 from engine.config import Config, ModelConfig
-from engine.io.readers import records_from_rows
+from engine.records import records_from_rows
 from engine.machine import machine_facts
 from engine.prompts.evol import evolution_prompt, method_order, pick_method
-from engine.stages.evolve import Evolve
+from engine.recipes import specs
 
 
 MODELS = {
@@ -95,7 +95,7 @@ def run_stage(stage: Evolve, rows: list[dict]) -> dict:
 
 def bench_hf_stage(cfg: Config, rows: list[dict], repeat: int, threads: int) -> dict:
     started = time.perf_counter()
-    stage = Evolve(cfg, round_num=1, torch_threads=threads)
+    stage = specs.evolve(cfg, 1).build(torch_threads=threads)
     load_s = time.perf_counter() - started
     stage(records_from_rows(rows[:2]))  # warm-up
     return {"load_s": round(load_s, 2), **summarise([run_stage(stage, rows) for _ in range(repeat)])}
@@ -132,10 +132,10 @@ def bench_hf_batching(model: ModelConfig, prompts: list[str], batch_sizes: list[
 def bench_vllm(cfg: Config, rows: list[dict], repeat: int) -> dict:
     """The Evolve stage on vLLM, then bare LLM.generate on the same engine, prompt ids and SamplingParams."""
     from engine.backends.vllm_config import sampling_kwargs
-    from engine.stages.seeding import row_seeds
+    from engine.rng import row_seeds
 
     started = time.perf_counter()
-    stage = Evolve(cfg, round_num=1)
+    stage = specs.evolve(cfg, 1).build()
     load_s = time.perf_counter() - started
     backend = stage.model
     stage(records_from_rows(rows[:2]))  # warm-up

@@ -29,14 +29,15 @@ from engine.config import Config, ModelConfig
 from engine.io.readers import iter_records
 from engine.machine import machine_facts
 from engine.recipes import get_recipe
-from engine.runner import run, seed_source
+from engine.io.seeds import seed_source
+from engine.runner import run
 
 
 def in_process(cfg: Config) -> dict:
     """The same stages, constructed once and called on the same batches, with no Ray: total, load and
     in-stage seconds and the rows kept."""
     started = time.perf_counter()
-    stages = [spec.stage(cfg, torch_threads=os.cpu_count(), **spec.kwargs) for spec in get_recipe("evol_instruct").stages(cfg, 1)]
+    stages = [spec.build(torch_threads=os.cpu_count()) for spec in get_recipe(cfg).stages(1, {})]
     load_s, steady_s, kept = time.perf_counter() - started, 0.0, 0
     for records in iter_records(seed_source(cfg), 0, batch_rows=10_000):
         records = {k: v[: cfg.data.limit] for k, v in records.items()}

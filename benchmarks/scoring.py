@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from engine.config import Config, ModelConfig
-from engine.stages.score import Score
+from engine.recipes import specs
 from engine.records import records_from_rows
 from engine.machine import machine_facts
 
@@ -84,7 +84,7 @@ def bench(dtype: str, rows: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     model_cfg = ModelConfig(dtype=dtype, max_batch_size=16)
     cfg = Config(scorer=model_cfg)
-    scorer = Score(cfg, round_num=1, torch_threads=threads)
+    scorer = specs.score(cfg, 1).build(torch_threads=threads)
     data = demo_rows(rows)
     batch = records_from_rows(data)
     spans = [scorer.spans(r["instruction"], r["input"], r["output"]) for r in data]
@@ -128,7 +128,7 @@ def bench_vllm(dtype: str, data: list[dict], hf_out: dict, tokens: int, hf_s: fl
     """The Score stage on vLLM (prompt logprobs) over the same rows: its speed and its distance from HF's scores."""
     cfg = Config(scorer=ModelConfig(dtype=dtype, max_batch_size=16, backend="vllm"))
     started = time.perf_counter()
-    scorer = Score(cfg, round_num=1)
+    scorer = specs.score(cfg, 1).build()
     load_s = time.perf_counter() - started
     scorer(records_from_rows(data[:2]))  # warm-up
     started = time.perf_counter()

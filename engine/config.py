@@ -144,7 +144,7 @@ class StageResourcesConfig:
     num_cpus: Optional[float] = None  # cluster.actor_num_cpus
     num_gpus: Optional[float] = None  # cluster.actor_num_gpus
     memory_gb: Optional[float] = None  # cluster.actor_memory_gb
-    resources: Optional[Dict[str, float]] = None  # cluster.actor_resources
+    resources: Dict[str, float] = field(default_factory=dict)  # empty: cluster.actor_resources
     torch_threads: Optional[int] = None  # cluster.torch_threads
 
 
@@ -402,6 +402,7 @@ def compose(overrides: list[str]) -> Config:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    register()  # conf/config.yaml extends the schema: it must be in the ConfigStore
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         raw = hydra_compose(config_name="config", overrides=overrides)
     OmegaConf.set_struct(raw, False)

@@ -96,6 +96,16 @@ class Manifest:
     def record_round(self, round_num: int, counts: dict) -> None:
         self.append({"kind": "round", "round": round_num, "counts": counts, "committed": round(time.time(), 3)})
 
+    def record_setup(self, decisions: dict) -> None:
+        """What a recipe's set-up step decided (the Auto Evol-Instruct optimizer's method): journaled as round 0,
+        so a resumed run reuses it and the hashed config is never changed."""
+        self.append({"kind": "setup", "round": 0, "decisions": decisions, "committed": round(time.time(), 3)})
+
+    def setup_decisions(self) -> dict | None:
+        """The set-up step's decisions, or None if it has not run in this output directory."""
+        found = [e for e in self.entries if e["kind"] == "setup"]
+        return found[-1]["decisions"] if found else None
+
     def round_counts(self, round_num: int) -> dict | None:
         """The counts round `round_num` finished with, or None if it has not finished."""
         done = [e for e in self.entries if e["kind"] == "round" and e["round"] == round_num]

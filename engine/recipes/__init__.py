@@ -1,41 +1,29 @@
-"""Recipes: ordered stage lists, read top to bottom."""
+"""Recipes: each scenario of the paper declared as a Recipe (engine/recipes/base.py), read top to bottom."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from engine.config import Config, ConfigError
+from engine.recipes.base import Recipe
+from engine.stages.spec import StageSpec
+
+__all__ = ["RECIPES", "Recipe", "StageSpec", "get_recipe"]
+
+RECIPES = ("evol_instruct", "autoif", "auto_evol")
 
 
-@dataclass(frozen=True)
-class StageSpec:
-    """One step of a recipe: the stage class and the extra constructor arguments it takes."""
-
-    stage: type
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.stage.__name__
-
-    @property
-    def uses_model(self) -> bool:
-        return bool(getattr(self.stage, "uses_model", False))
-
-
-def get_recipe(name: str):
-    """The recipe module for `recipe.name`."""
+def get_recipe(cfg: Config) -> Recipe:
+    """The recipe `recipe.name` names, built from the Config."""
+    name = cfg.recipe.name
     if name == "evol_instruct":
-        from engine.recipes import evol_instruct
+        from engine.recipes.evol_instruct import EvolInstruct
 
-        return evol_instruct
+        return EvolInstruct(cfg)
     if name == "autoif":
-        from engine.recipes import autoif
+        from engine.recipes.autoif import AutoIF
 
-        return autoif
+        return AutoIF(cfg)
     if name == "auto_evol":
-        from engine.recipes import auto_evol
+        from engine.recipes.auto_evol import AutoEvol
 
-        return auto_evol
-    from engine.config import ConfigError
-
-    raise ConfigError(f"recipe.name={name!r} is not a recipe; available: evol_instruct, autoif, auto_evol")
+        return AutoEvol(cfg)
+    raise ConfigError(f"recipe.name={name!r} is not a recipe; available: {', '.join(RECIPES)}")

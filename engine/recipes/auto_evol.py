@@ -1,54 +1,58 @@
-"""Auto Evol-Instruct (paper Sec. 2.3): the universal 4-step prompt, as the paper ran it, or with
-`auto_evol.optimize=true` the method the optimizer loop of Zeng et al. 2024 chose first. Each round auto-evolves,
-eliminates failures (the Evol-Instruct filter), then writes responses; rounds chain."""
+"""Auto Evol-Instruct (paper Sec. 2.3), top to bottom: an optional set-up step (`auto_evol.optimize=true`: the
+optimizer loop of Zeng et al. 2024 chooses the evolving method once, in an actor), then each round
+auto-evolves with the universal 4-step prompt (or the chosen method) -> trajectory keywords (optional) ->
+eliminate -> respond -> score; rounds chain; the selection cut after the final round, as Evol-Instruct."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from engine.config import Config, ConfigError
-from engine.recipes import StageSpec
-from engine.stages.auto_evolve import AutoEvolve
-from engine.stages.eliminate import Eliminate
-from engine.stages.keywords import TrajectoryKeywords
-from engine.stages.optimize import MethodOptimizer
-from engine.stages.respond import Respond
-from engine.stages.score import Score
+from engine.config import ConfigError
+from engine.recipes import specs
+from engine.recipes.base import Recipe, SetupTools, WholeRoundStep
+from engine.recipes.resources import resources_for
+from engine.recipes.steps import SelectTop
+from engine.stages.select import selection_active
+from engine.stages.spec import StageSpec
 
-
-def stages(cfg: Config, round_num: int) -> list[StageSpec]:
-    """The stages of one round, in order."""
-    steps = [StageSpec(AutoEvolve, {"round_num": round_num})]
-    if cfg.auto_evol.keywords:
-        steps.append(StageSpec(TrajectoryKeywords, {"round_num": round_num}))
-    steps += [
-        StageSpec(Eliminate, {"round_num": round_num}),
-        StageSpec(Respond, {"round_num": round_num}),
-    ]
-    if cfg.scoring.enabled:
-        steps.append(StageSpec(Score, {"round_num": round_num}))
-    return steps
+METHOD = "auto_evol_method"  # the decision the set-up step hands the stages
 
 
-def before_rounds(cfg: Config, out: Path, first_instructions, call_in_actor) -> None:
-    """With `auto_evol.optimize`, run the optimizer loop once (in an actor) on the first seed rows and evolve
-    with the method it chose. Its log and choice are saved under optimizer/; a resumed run reuses the choice."""
-    if not cfg.auto_evol.optimize:
-        return
-    folder = out / "optimizer"
-    chosen = folder / "chosen_method.txt"
-    if not chosen.exists():
-        opt = cfg.auto_evol
-        rows = first_instructions(opt.train_rows + opt.dev_rows)
+class AutoEvol(Recipe):
+    name = "auto_evol"
+
+    def setup(self, tools: SetupTools) -> dict:
+        """With `auto_evol.optimize`, run the optimizer loop on the first seed rows and evolve with the method it
+        chose; its log and choice are saved under optimizer/. Without it: the configured method (or the paper's)."""
+        opt = self.cfg.auto_evol
+        if not opt.optimize:
+            return {}
+        chosen = tools.layout.optimizer / "chosen_method.txt"
+        if chosen.exists():  # a run directory from before the choice was journaled in the manifest
+            return {METHOD: chosen.read_text(encoding="utf-8")}
+        rows = tools.first_instructions(opt.train_rows + opt.dev_rows)
         if len(rows) < opt.train_rows + opt.dev_rows:
             raise ConfigError(f"auto_evol.optimize needs {opt.train_rows + opt.dev_rows} seed rows "
                               f"(train_rows + dev_rows); the seeds hold {len(rows)} valid ones")
-        method, log = call_in_actor(MethodOptimizer, "run", rows[: opt.train_rows], rows[opt.train_rows:])
+        train, dev = rows[: opt.train_rows], rows[opt.train_rows:]
+        method, steps = tools.call_in_actor(specs.optimizer(self.cfg), "run", train, dev)
+        folder = tools.layout.optimizer
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "steps.jsonl", "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(step, ensure_ascii=False) + "\n" for step in log)
+            handle.writelines(json.dumps(step, ensure_ascii=False) + "\n" for step in steps)
         tmp = chosen.with_name(chosen.name + ".tmp")
         tmp.write_text(method, encoding="utf-8")
         tmp.replace(chosen)
-    cfg.auto_evol.method = chosen.read_text(encoding="utf-8")
+        return {METHOD: method}
+
+    def stages(self, round_num: int, decisions: dict) -> list[StageSpec]:
+        steps = [specs.auto_evolve(self.cfg, round_num, decisions.get(METHOD))]
+        if self.cfg.auto_evol.keywords:
+            steps.append(specs.keywords(self.cfg))
+        steps += [specs.eliminate(self.cfg), specs.respond(self.cfg, round_num), specs.score(self.cfg, round_num)]
+        return [step for step in steps if step is not None]
+
+    def after_round(self, round_num: int, final: bool) -> list[WholeRoundStep]:
+        if final and selection_active(self.cfg.select):
+            return [SelectTop(self.cfg.select, resources_for(self.cfg, None))]
+        return []

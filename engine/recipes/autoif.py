@@ -1,4 +1,4 @@
-"""AutoIF (paper Sec. 2.2), in three phases that the runner writes as rounds 1-3:
+"""AutoIF (paper Sec. 2.2), in three phases that the pipeline writes as rounds 1-3:
 
 1. augment: the augmentation prompt (every seed constraint) sent `autoif.augment_calls` times;
    between phases the driver splits the generations into lines and deduplicates them (seeds kept).
@@ -9,57 +9,64 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pyarrow.parquet as pq
 
-from engine.config import Config
-from engine.recipes import StageSpec
-from engine.stages.autoif import AugmentGen, augment_call_rows, expand_queries, instruction_rows, load_queries
-from engine.stages.respond import Respond
-from engine.stages.verify import CrossValidate, VerifyGen
+from engine.config import ConfigError
+from engine.io.layout import RunLayout
+from engine.recipes import specs
+from engine.recipes.base import Expansion, Recipe, RoundInput
+from engine.stages.autoif import augment_call_rows, expand_queries, instruction_rows, load_queries, seed_constraints
+from engine.stages.select import selection_active
+from engine.stages.spec import StageSpec
 
-ROUNDS = 3
-
-
-def num_rounds(cfg: Config) -> int:
-    return ROUNDS
+PHASES = ("augment", "verify", "answer")
 
 
-def stages(cfg: Config, round_num: int) -> list[StageSpec]:
-    """The stages of one phase, in order."""
-    if round_num == 1:
-        return [StageSpec(AugmentGen, {"round_num": round_num})]
-    if round_num == 2:
-        return [StageSpec(VerifyGen, {"round_num": round_num}), StageSpec(CrossValidate, {"round_num": round_num})]
-    return [StageSpec(Respond, {"round_num": round_num, "prompt": "autoif"})]
+class AutoIF(Recipe):
+    name = "autoif"
+    chained = False  # each phase builds its own input: rows are conserved phase by phase
 
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        if selection_active(cfg.select):
+            raise ConfigError("select.*: AutoIF rows carry no IFD scores to select by; unset select.fraction, "
+                              "select.top_k, select.threshold and select.ifd_below_one for recipe=autoif")
 
-def round_input(cfg: Config, round_num: int, out: Path):
-    """Rows a phase starts from when the driver builds them (phases 1 and 2), with counts for the summary;
-    None for phase 3, which reads phase 2's kept rows and expands them."""
-    if round_num == 1:
-        return augment_call_rows(cfg), {}
-    if round_num == 2:
-        table = pq.read_table(out / "data" / "round_1", columns=["id", "output"])
-        calls = sorted(zip(table["id"].to_pylist(), table["output"].to_pylist()))
-        batch, counts = instruction_rows(cfg, calls)
-        return batch, {f"augment_{k}": v for k, v in counts.items()}
-    return None
+    def num_rounds(self) -> int:
+        return len(PHASES)
 
-
-def expand(cfg: Config, round_num: int):
-    """Phase 3's one-to-many step: (function, keyword arguments), or None."""
-    if round_num != 3:
+    def round_input(self, round_num: int, layout: RunLayout) -> RoundInput | None:
+        """Phase 1: one row per augmentation call. Phase 2: the seed constraints and every new line of phase 1's
+        generations (dedup counts for the summary). Phase 3: None, it reads phase 2's kept rows and expands."""
+        if round_num == 1:
+            return RoundInput(augment_call_rows(self.cfg.autoif.augment_calls))
+        if round_num == 2:
+            table = pq.read_table(layout.data(1), columns=["id", "output"])
+            calls = sorted(zip(table["id"].to_pylist(), table["output"].to_pylist()))
+            batch, counts = instruction_rows(seed_constraints(self.cfg.autoif), calls)
+            return RoundInput(batch, {f"augment_{k}": v for k, v in counts.items()})
         return None
-    queries = load_queries(cfg.autoif)
-    if not queries:
-        from engine.config import ConfigError
 
-        raise ConfigError("autoif: no user query passes the length filter; check autoif.queries_path and "
-                          "autoif.query_min_chars / query_max_chars")
-    return expand_queries, {"queries": queries, "per_instruction": cfg.autoif.queries_per_instruction,
-                            "run_seed": cfg.run.seed, "round_num": round_num}
+    def expansion(self, round_num: int) -> Expansion | None:
+        """Phase 3's one-to-many step: each verified constraint paired with sampled user queries."""
+        if round_num != 3:
+            return None
+        queries = load_queries(self.cfg.autoif)
+        if not queries:
+            raise ConfigError("autoif: no user query passes the length filter; check autoif.queries_path and "
+                              "autoif.query_min_chars / query_max_chars")
+        return Expansion(expand_queries, {"queries": queries, "per_instruction": self.cfg.autoif.queries_per_instruction,
+                                          "run_seed": self.cfg.run.seed, "round_num": round_num})
+
+    def stages(self, round_num: int, decisions: dict) -> list[StageSpec]:
+        if round_num == 1:
+            return [specs.augment(self.cfg, round_num)]
+        if round_num == 2:
+            return [specs.verify(self.cfg, round_num), specs.cross_validate(self.cfg)]
+        return [specs.respond(self.cfg, round_num, prompt="autoif")]
+
+    def summarise(self, per_round: list[dict]) -> dict:
+        return summarise(per_round)
 
 
 def summarise(per_round: list[dict]) -> dict:

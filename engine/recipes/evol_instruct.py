@@ -1,27 +1,32 @@
-"""Evol-Instruct (paper Sec. 2.1): each round evolves, eliminates failures, then writes responses.
+"""Evol-Instruct (paper Sec. 2.1), top to bottom: seeds -> evolve -> eliminate -> respond -> score, chained for
+`rounds`; after the final round the selection cut (select.*) keeps the top by IC-IFD; the pipeline writes
+data/, the exports and rejects/ (engine/io/layout.py).
 
-Round r's survivors are round r+1's seeds; the method for seed row i in round r is methods[(i + r) % K].
-Scoring (IFD / IC-IFD) runs in its own actor pool after respond; the runner applies the selection cut to the
-final round once every row is scored (it needs all of them)."""
+Round r's survivors are round r+1's seeds; the method for seed row i in round r is methods[(i + r) % K]."""
 
 from __future__ import annotations
 
-from engine.config import Config
-from engine.recipes import StageSpec
-from engine.stages.eliminate import Eliminate
-from engine.stages.evolve import Evolve
-from engine.stages.respond import Respond
-from engine.stages.score import Score
+from engine.recipes import specs
+from engine.recipes.base import Recipe, WholeRoundStep
+from engine.recipes.resources import resources_for
+from engine.recipes.steps import SelectTop
+from engine.stages.select import selection_active
+from engine.stages.spec import StageSpec
 
 
-def stages(cfg: Config, round_num: int) -> list[StageSpec]:
-    """The stages of one round, in order."""
-    steps = [
-        StageSpec(Evolve, {"round_num": round_num}),
-        StageSpec(Eliminate, {"round_num": round_num}),
-        StageSpec(Respond, {"round_num": round_num}),
-    ]
-    if cfg.scoring.enabled:
-        steps.append(StageSpec(Score, {"round_num": round_num}))
-    return steps
+class EvolInstruct(Recipe):
+    name = "evol_instruct"
 
+    def stages(self, round_num: int, decisions: dict) -> list[StageSpec]:
+        steps = [
+            specs.evolve(self.cfg, round_num),
+            specs.eliminate(self.cfg),  # rule-based: runs in the evolver's actors
+            specs.respond(self.cfg, round_num),
+            specs.score(self.cfg, round_num),  # None when scoring is off
+        ]
+        return [step for step in steps if step is not None]
+
+    def after_round(self, round_num: int, final: bool) -> list[WholeRoundStep]:
+        if final and selection_active(self.cfg.select):
+            return [SelectTop(self.cfg.select, resources_for(self.cfg, None))]
+        return []

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from engine.config import Config, ConfigError
+from engine.config import Config, ConfigError, StageResourcesConfig
 from engine.stages.spec import Resources
 
 
-def resources_for(cfg: Config, key: str) -> Resources:
-    """The Resources of the stage role `key` (a field of StagesConfig: evolve, respond, score, ...)."""
-    own = getattr(cfg.stages, key, None)
+def resources_for(cfg: Config, key: str | None) -> Resources:
+    """The Resources of the stage role `key` (a field of StagesConfig: evolve, respond, score, ...); None: the
+    cluster.* defaults (a cheap step of its own, such as the selection cut)."""
+    own = StageResourcesConfig() if key is None else getattr(cfg.stages, key, None)
     if own is None:
         raise ConfigError(f"stages.{key}: no such stage key; see StagesConfig in engine/config.py")
     cluster = cfg.cluster
     pick = lambda mine, default: default if mine is None else mine  # noqa: E731
-    custom = pick(own.resources, cluster.actor_resources) or {}
+    custom = own.resources or cluster.actor_resources or {}
     return Resources(
         pool_size=int(pick(own.pool_size, cluster.pool_size)),
         batch_size=int(pick(own.batch_size, cluster.batch_size)),

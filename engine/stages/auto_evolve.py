@@ -3,19 +3,36 @@ its trajectory (methods list, plan, rewritten, final), so trajectory analysis ne
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import numpy as np
 
 from engine.backends import Sampling, load_backend
-from engine.config import Config
+from engine.config import ModelConfig, SamplingConfig
 from engine.prompts.auto_evol import BASE_INSTRUCTION, parse_trajectory
 from engine.records import default_columns, ok_mask, reject_with_reasons
 from engine.stages.evolve import EVOLVE_COLUMNS, record_evolution
-from engine.stages.output_space import record_output_space
-from engine.stages.seeding import row_seeds
+from engine.output_space import record_output_space
+from engine.rng import row_seeds
 
 METHOD = "auto_evol"
 TRAJECTORY_COLUMNS = {"traj_methods": "", "traj_plan": "", "traj_rewritten": "", "evolve_raw": ""}
 RAW_IN_DETAIL = 400  # characters of an unparsable answer quoted in its reject detail (all of it is in evolve_raw)
+
+
+@dataclass(frozen=True)
+class AutoEvolveArgs:
+    """What AutoEvolve uses; `method` is the evolving method text (None: the paper's universal prompt), which
+    the optimizer's choice arrives as."""
+
+    model: ModelConfig
+    round_num: int
+    sampling: SamplingConfig
+    parse_mode: str = "robust"
+    method: Optional[str] = None
+    run_seed: int = 0
+    output_space: bool = False
 
 
 class AutoEvolve:
@@ -24,15 +41,15 @@ class AutoEvolve:
 
     uses_model = True
 
-    def __init__(self, cfg: Config, round_num: int, torch_threads: int | None = None):
-        self.round_num = round_num
-        self.settings = cfg.recipe.evolve
-        self.parse_mode = cfg.recipe.fidelity.auto_evol_parse
-        self.method = cfg.auto_evol.method or BASE_INSTRUCTION  # an optimized method, when the loop ran
-        self.run_seed = cfg.run.seed
-        self.evolver = cfg.model.name
-        self.output_space = cfg.recipe.output_space
-        self.model = load_backend(cfg.model, torch_threads=torch_threads)
+    def __init__(self, args: AutoEvolveArgs, torch_threads: int | None = None):
+        self.round_num = args.round_num
+        self.settings = args.sampling
+        self.parse_mode = args.parse_mode
+        self.method = args.method or BASE_INSTRUCTION  # an optimized method, when the loop ran
+        self.run_seed = args.run_seed
+        self.evolver = args.model.name
+        self.output_space = args.output_space
+        self.model = load_backend(args.model, torch_threads=torch_threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["id"])

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from engine.backends import Sampling, load_backend
-from engine.config import AutoIFConfig, Config
-from engine.io.readers import records_from_rows
+from engine.config import AutoIFConfig, ModelConfig, SamplingConfig
+from engine.records import records_from_rows
 from engine.prompts.autoif import augment_prompt
 from engine.records import ok_mask, reject, reject_with_reasons
 from engine.stages.autoif_rules import augment_lines, dedup_counts, line_verdicts
-from engine.stages.seeding import row_seed, row_seeds
+from engine.rng import row_seed, row_seeds
 
 
 def seed_constraints(cfg: AutoIFConfig) -> list[str]:
@@ -40,10 +41,21 @@ def load_queries(cfg: AutoIFConfig) -> list[str]:
     return queries
 
 
-def augment_call_rows(cfg: Config) -> dict[str, np.ndarray]:
+def augment_call_rows(calls: int) -> dict[str, np.ndarray]:
     """Phase 1's input: one row per augmentation call (the prompt is the same for all; the row seeds differ)."""
-    rows = [{"id": f"augment-{k:04d}", "instruction": f"augmentation call {k}"} for k in range(cfg.autoif.augment_calls)]
+    rows = [{"id": f"augment-{k:04d}", "instruction": f"augmentation call {k}"} for k in range(calls)]
     return records_from_rows(rows, "autoif-augment")
+
+
+@dataclass(frozen=True)
+class AugmentArgs:
+    """What AugmentGen uses: the model, its sampling, the seed constraints the prompt lists, and the round."""
+
+    model: ModelConfig
+    sampling: SamplingConfig
+    constraints: tuple[str, ...]
+    run_seed: int = 0
+    round_num: int = 1
 
 
 class AugmentGen:
@@ -51,11 +63,11 @@ class AugmentGen:
 
     uses_model = True
 
-    def __init__(self, cfg: Config, torch_threads: int | None = None, round_num: int = 1):
-        self.prompt = augment_prompt(seed_constraints(cfg.autoif))
-        self.settings = cfg.autoif.generate
-        self.run_seed, self.round_num = cfg.run.seed, round_num
-        self.model = load_backend(cfg.model, torch_threads=torch_threads)
+    def __init__(self, args: AugmentArgs, torch_threads: int | None = None):
+        self.prompt = augment_prompt(list(args.constraints))
+        self.settings = args.sampling
+        self.run_seed, self.round_num = args.run_seed, args.round_num
+        self.model = load_backend(args.model, torch_threads=torch_threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = np.flatnonzero(ok_mask(batch))
@@ -73,11 +85,10 @@ class AugmentGen:
         return batch
 
 
-def instruction_rows(cfg: Config, calls: list[tuple[str, str]]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+def instruction_rows(seeds: list[str], calls: list[tuple[str, str]]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """Phase 2's input from phase 1's (call id, generation) pairs: the seed constraints, then every new line
     (seed rule, then exact + normalised dedup). Empty and repeated lines come along as rejected rows, so every
     generated line is accounted for. Returns the batch and the dedup counts."""
-    seeds = seed_constraints(cfg.autoif)
     lines = [(f"{call_id}.l{j}", text) for call_id, generation in calls
              for j, text in enumerate(augment_lines(generation))]
     line_checks = line_verdicts(seeds, [text for _, text in lines])

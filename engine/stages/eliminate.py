@@ -7,7 +7,6 @@ import zlib
 
 import numpy as np
 
-from engine.config import Config
 from engine.prompts.evol import TEMPLATE_MARKERS
 from engine.records import ok_mask, reject_with_reasons
 
@@ -81,8 +80,8 @@ class Eliminate:
 
     uses_model = False
 
-    def __init__(self, cfg: Config, round_num: int, torch_threads: int | None = None):
-        self.round_num = round_num
+    def __init__(self, args=None, torch_threads: int | None = None):
+        pass  # rule-based: no settings
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = ok_mask(batch)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from engine.backends import Sampling, load_backend
-from engine.config import Config
+from engine.config import ModelConfig, SamplingConfig
 from engine.prompts.evol import evolution_prompt, method_order, pick_method
 from engine.records import default_columns, evolved_row_id, ok_mask, reject
-from engine.stages.output_space import record_output_space
-from engine.stages.seeding import row_seeds
+from engine.output_space import record_output_space
+from engine.rng import row_seeds
 
 # Columns this stage writes, with the value a row it does not touch gets.
 EVOLVE_COLUMNS = {
@@ -22,20 +24,33 @@ EVOLVE_COLUMNS = {
 }
 
 
+@dataclass(frozen=True)
+class EvolveArgs:
+    """What Evolve uses: the evolver, the round, its sampling and the prompt switches."""
+
+    model: ModelConfig
+    round_num: int
+    sampling: SamplingConfig
+    breadth: bool = True  # K=5 methods (4 depth + breadth), else the 4 depth methods
+    stray_quote: bool = False  # the research code's stray quote in the breadth prompt
+    run_seed: int = 0
+    output_space: bool = False  # record the top-1 / entropy histograms
+
+
 class Evolve:
     """Turns each ok row of round r-1 into its round-r child: new instruction, lineage, sampling settings."""
 
     uses_model = True
 
-    def __init__(self, cfg: Config, round_num: int, torch_threads: int | None = None):
-        self.round_num = round_num
-        self.methods = method_order(cfg.recipe.breadth)
-        self.stray_quote = cfg.recipe.fidelity.breadth_stray_quote
-        self.settings = cfg.recipe.evolve
-        self.run_seed = cfg.run.seed
-        self.evolver = cfg.model.name
-        self.output_space = cfg.recipe.output_space
-        self.model = load_backend(cfg.model, torch_threads=torch_threads)
+    def __init__(self, args: EvolveArgs, torch_threads: int | None = None):
+        self.round_num = args.round_num
+        self.methods = method_order(args.breadth)
+        self.stray_quote = args.stray_quote
+        self.settings = args.sampling
+        self.run_seed = args.run_seed
+        self.evolver = args.model.name
+        self.output_space = args.output_space
+        self.model = load_backend(args.model, torch_threads=torch_threads)
 
     def pick(self, batch: dict[str, np.ndarray]) -> list[str]:
         """Methods for the batch's rows: methods[(seed_index + round) % K]."""

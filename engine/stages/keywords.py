@@ -4,11 +4,12 @@ seed's extraction prompt (paper Fig. 18), from the trajectory kept by AutoEvolve
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 
 from engine.backends import Sampling, load_backend
-from engine.config import Config
+from engine.config import ModelConfig
 from engine.prompts.auto_evol import keyword_prompt
 from engine.records import default_columns, ok_mask
 from engine.stages.eliminate import normalise
@@ -32,14 +33,22 @@ def count_keywords(keyword_lists) -> dict[str, int]:
     return {"keywords": total, "distinct_exact": len(exact), "distinct_normalised": len(norm)}
 
 
+@dataclass(frozen=True)
+class KeywordsArgs:
+    """What TrajectoryKeywords uses: the model that writes the phrases and their length."""
+
+    model: ModelConfig
+    max_new_tokens: int = 32
+
+
 class TrajectoryKeywords:
     """Greedy keyword phrase per method line of each ok row's `traj_methods`, as a JSON list in `traj_keywords`."""
 
     uses_model = True
 
-    def __init__(self, cfg: Config, round_num: int, torch_threads: int | None = None):
-        self.max_new_tokens = cfg.auto_evol.keyword_tokens
-        self.model = load_backend(cfg.model, torch_threads=torch_threads)
+    def __init__(self, args: KeywordsArgs, torch_threads: int | None = None):
+        self.max_new_tokens = args.max_new_tokens
+        self.model = load_backend(args.model, torch_threads=torch_threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         batch.update(default_columns(len(batch["id"]), {"traj_keywords": "[]"}))

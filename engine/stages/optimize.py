@@ -9,13 +9,14 @@ the choice can be audited. Runs in one Ray actor before the rounds (the runner s
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Optional
 
 from engine.backends import Sampling, load_backend
-from engine.config import Config
+from engine.config import ModelConfig, SamplingConfig
 from engine.prompts.auto_evol import BASE_INSTRUCTION, analysis_prompt, extract_method, optimization_prompt
 from engine.prompts.auto_evol import parse_trajectory
 from engine.stages.eliminate import elimination_reason
-from engine.stages.seeding import row_seeds
+from engine.rng import row_seeds
 
 
 def choose(rates: list[float]) -> int:
@@ -37,21 +38,36 @@ class Step:
     chosen: int = 0
 
 
+@dataclass(frozen=True)
+class OptimizerArgs:
+    """What the optimizer loop uses: the evolver and its sampling, the optimizer model (None: the evolver) and its
+    sampling, the loop's size, the parse mode and the run seed."""
+
+    model: ModelConfig
+    evolve: SamplingConfig
+    optimizer: SamplingConfig
+    optimizer_model: Optional[ModelConfig] = None
+    steps: int = 2
+    candidates: int = 3
+    parse_mode: str = "robust"
+    run_seed: int = 0
+
+
 class MethodOptimizer:
     """Holds the evolver and the optimizer model (`auto_evol.optimizer_model`, by default the evolver itself, as
     Zeng et al. also allow) and runs the loop."""
 
-    def __init__(self, cfg: Config, torch_threads: int | None = None):
-        self.cfg = cfg
-        self.parse_mode = cfg.recipe.fidelity.auto_evol_parse
-        self.model = load_backend(cfg.model, torch_threads=torch_threads)
-        chosen = cfg.auto_evol.optimizer_model
+    def __init__(self, args: OptimizerArgs, torch_threads: int | None = None):
+        self.args = args
+        self.parse_mode = args.parse_mode
+        self.model = load_backend(args.model, torch_threads=torch_threads)
+        chosen = args.optimizer_model
         self.optimizer = load_backend(chosen, torch_threads=torch_threads) if chosen else self.model
 
     def evolve(self, method: str, instructions: list[str], tag: str) -> list[tuple[str, str]]:
         """(final instruction or "", failure reason or "") per instruction, evolved with `method`."""
-        s = self.cfg.recipe.evolve
-        seeds = row_seeds(self.cfg.run.seed, f"optimize:{tag}", 0, [str(i) for i in range(len(instructions))])
+        s = self.args.evolve
+        seeds = row_seeds(self.args.run_seed, f"optimize:{tag}", 0, [str(i) for i in range(len(instructions))])
         answers = self.model.generate([method + text for text in instructions],
                                       Sampling(s.temperature, s.top_p, s.max_new_tokens), seeds)
         out = []
@@ -67,7 +83,7 @@ class MethodOptimizer:
 
     def run(self, train: list[str], dev: list[str]) -> tuple[str, list[dict]]:
         """The chosen method and the log of every step."""
-        opt = self.cfg.auto_evol
+        opt = self.args
         method, log = BASE_INSTRUCTION, []
         for step in range(1, opt.steps + 1):
             evolved = self.evolve(method, train, f"train{step}")
@@ -76,7 +92,7 @@ class MethodOptimizer:
             feedback = self.optimizer.generate([analysis_prompt(cases)], Sampling(max_new_tokens=opt.optimizer.max_new_tokens),
                                            [0])[0].text.strip()
             prompts = [optimization_prompt(method, feedback)] * opt.candidates
-            seeds = row_seeds(self.cfg.run.seed, "optimize:candidates", step, [str(k) for k in range(opt.candidates)])
+            seeds = row_seeds(opt.run_seed, "optimize:candidates", step, [str(k) for k in range(opt.candidates)])
             proposed = [extract_method(g.text) for g in self.optimizer.generate(prompts, sampling, seeds)]
             valid = [m for m in dict.fromkeys(proposed) if m and m != method]
             record = Step(step, sum(bool(r) for _, r in evolved), feedback, [method] + valid,

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from engine.backends import Sampling, load_backend
-from engine.config import Config
+from engine.config import ModelConfig, SamplingConfig
 from engine.prompts.autoif import concat_prompt
 from engine.prompts.response import clean_response, response_prompt
 from engine.records import default_columns, ok_mask, reject_with_reasons
 from engine.stages.eliminate import response_reason
-from engine.stages.seeding import row_seeds
+from engine.rng import row_seeds
 
 
 # Columns this stage writes, with the value a row it does not touch gets.
@@ -24,19 +26,30 @@ RESPOND_COLUMNS = {
 }
 
 
+@dataclass(frozen=True)
+class RespondArgs:
+    """What Respond uses: the responder, the round, its sampling and which prompt (alpaca | autoif)."""
+
+    model: ModelConfig
+    round_num: int
+    sampling: SamplingConfig
+    prompt: str = "alpaca"
+    run_seed: int = 0
+
+
 class Respond:
     """Fills `output` for ok rows; a failed generation or a degenerate answer (empty, echo, loop) rejects the row."""
 
     uses_model = True
 
-    def __init__(self, cfg: Config, round_num: int, torch_threads: int | None = None, prompt: str = "alpaca"):
-        self.round_num = round_num
+    def __init__(self, args: RespondArgs, torch_threads: int | None = None):
+        self.round_num = args.round_num
         # alpaca: the seed's response prompt; autoif: answer `input` (a user query) under `instruction` (a constraint)
-        self.prompt = {"alpaca": response_prompt, "autoif": lambda ins, query: concat_prompt(ins, query)}[prompt]
-        self.settings = cfg.recipe.respond
-        self.run_seed = cfg.run.seed
-        self.responder = cfg.model.name
-        self.model = load_backend(cfg.model, torch_threads=torch_threads)
+        self.prompt = {"alpaca": response_prompt, "autoif": lambda ins, query: concat_prompt(ins, query)}[args.prompt]
+        self.settings = args.sampling
+        self.run_seed = args.run_seed
+        self.responder = args.model.name
+        self.model = load_backend(args.model, torch_threads=torch_threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = ok_mask(batch)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.backends import load_backend
-from engine.config import Config
+from engine.config import ModelConfig, ScoringConfig
 from engine.records import default_columns, ok_mask, reject_with_reasons
 
 
@@ -86,15 +86,24 @@ SCORE_COLUMNS = {
 }
 
 
+@dataclass(frozen=True)
+class ScoreArgs:
+    """What Score uses: the scorer model, the round and the scoring settings (format, max_length)."""
+
+    model: ModelConfig
+    round_num: int
+    scoring: ScoringConfig
+
+
 class Score:
     """Adds l_q, l_a_given_q, l_a, ifd, ic_ifd and token counts to ok rows; unscorable rows are rejected."""
 
     uses_model = True
 
-    def __init__(self, cfg: Config, round_num: int, torch_threads: int | None = None):
-        self.round_num = round_num
-        self.settings = cfg.scoring
-        self.model = load_backend(cfg.scorer, torch_threads=torch_threads)
+    def __init__(self, args: ScoreArgs, torch_threads: int | None = None):
+        self.round_num = args.round_num
+        self.settings = args.scoring
+        self.model = load_backend(args.model, torch_threads=torch_threads)
         self.bos_id = self.model.bos_id if self.model.bos_id is not None else self.model.eos_id
 
     def spans(self, instruction: str, input_text: str, answer: str) -> Spans:

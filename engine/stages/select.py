@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.config import Config, ConfigError, SelectConfig
+from engine.config import ConfigError, SelectConfig
 from engine.records import ok_mask, reject
 
 # What each selection kind ranks by, and whether the highest (True) or the lowest values are kept.
@@ -102,7 +102,7 @@ class Select:
 
     uses_model = False
 
-    def __init__(self, cfg: Config, round_num: int, cut: Cut, torch_threads: int | None = None):
+    def __init__(self, cut: Cut, torch_threads: int | None = None):
         self.cut = cut
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -4,16 +4,18 @@ them in the sandbox (never in this process). Spec: seed-reference 2.2, stages 2 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
 from engine.backends import Sampling, load_backend
-from engine.config import Config
+from engine.config import ModelConfig, SamplingConfig, SandboxConfig
 from engine.prompts.autoif import verification_prompt
 from engine.records import default_columns, ok_mask, reject_with_reasons
 from engine.sandbox import Limits, Sandbox
 from engine.stages.autoif_rules import cross_validate, extract_verification, normalise_expected, unique_cases
-from engine.stages.seeding import row_seeds
+from engine.rng import row_seeds
 
 # Pass-rate counters per instruction; the summary adds them up (parsed -> executable -> cases kept -> funcs kept).
 CROSS_VALIDATE_COUNTS = {
@@ -27,18 +29,29 @@ CROSS_VALIDATE_COUNTS = {
 }
 
 
+@dataclass(frozen=True)
+class VerifyArgs:
+    """What VerifyGen uses: the model, its sampling, generations per instruction, and the round."""
+
+    model: ModelConfig
+    sampling: SamplingConfig
+    samples: int = 8
+    run_seed: int = 0
+    round_num: int = 2
+
+
 class VerifyGen:
     """For each ok instruction, `autoif.samples_per_instruction` generations of the verification prompt, stored
     as a JSON list in `verifications`."""
 
     uses_model = True
 
-    def __init__(self, cfg: Config, torch_threads: int | None = None, round_num: int = 1):
-        self.round_num = round_num
-        self.samples = cfg.autoif.samples_per_instruction
-        self.settings = cfg.autoif.generate
-        self.run_seed = cfg.run.seed
-        self.model = load_backend(cfg.model, torch_threads=torch_threads)
+    def __init__(self, args: VerifyArgs, torch_threads: int | None = None):
+        self.round_num = args.round_num
+        self.samples = args.samples
+        self.settings = args.sampling
+        self.run_seed = args.run_seed
+        self.model = load_backend(args.model, torch_threads=torch_threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = np.flatnonzero(ok_mask(batch))
@@ -59,6 +72,18 @@ class VerifyGen:
         return batch
 
 
+@dataclass(frozen=True)
+class CrossValidateArgs:
+    """What CrossValidate uses: how to parse the generations, the filters, and the sandbox's limits."""
+
+    sandbox: SandboxConfig
+    json_mode: str = "robust"
+    normalise_expected: bool = True
+    min_func_acc: float = 0.8
+    min_funcs: Optional[int] = None
+    min_cases: Optional[int] = None
+
+
 class CrossValidate:
     """Parses each instruction's verification generations, runs every function on every case in the sandbox,
     keeps the cases some function passes and the functions with accuracy >= `autoif.min_func_acc` over them.
@@ -68,9 +93,9 @@ class CrossValidate:
 
     uses_model = False
 
-    def __init__(self, cfg: Config, torch_threads: int | None = None, round_num: int = 1):
-        self.cfg = cfg.autoif
-        box = cfg.autoif.sandbox
+    def __init__(self, args: CrossValidateArgs, torch_threads: int | None = None):
+        self.args = args
+        box = args.sandbox
         if box.require not in ("auto", "strict"):
             raise ValueError(f"autoif.sandbox.require must be auto or strict, not {box.require!r}")
         limits = Limits(wall_s=box.wall_s, cpu_s=box.cpu_s, memory_mb=box.memory_mb, workers=box.workers,
@@ -91,32 +116,32 @@ class CrossValidate:
         return batch
 
     def _row(self, generations: list[str], added: dict, i: int) -> tuple[str, str]:
-        cfg = self.cfg
+        settings = self.args
         added["cv_generations"][i] = len(generations)
         funcs, cases = [], []
         for text in generations:
-            found, _ = extract_verification(text, cfg.json_mode)
+            found, _ = extract_verification(text, settings.json_mode)
             if found is None:
                 continue
             added["cv_parsed"][i] += 1
             if found.func not in funcs:
                 funcs.append(found.func)
             cases.extend(found.cases)
-        if cfg.normalise_expected:
+        if settings.normalise_expected:
             cases = [(text, normalise_expected(expected)) for text, expected in cases]
         cases = unique_cases(cases)
         added["cv_funcs"][i], added["cv_cases"][i] = len(funcs), len(cases)
         if not funcs or not cases:
             return "no_verification", f"{added['cv_parsed'][i]} of {len(generations)} generations parsed; " \
                                       f"{len(funcs)} functions, {len(cases)} cases"
-        if (cfg.min_funcs and len(funcs) < cfg.min_funcs) or (cfg.min_cases and len(cases) < cfg.min_cases):
+        if (settings.min_funcs and len(funcs) < settings.min_funcs) or (settings.min_cases and len(cases) < settings.min_cases):
             return "too_few_verifiers", f"{len(funcs)} functions, {len(cases)} cases (minimums " \
-                                        f"{cfg.min_funcs}, {cfg.min_cases})"
+                                        f"{settings.min_funcs}, {settings.min_cases})"
         verdicts = self.sandbox.check_many([(func, cases) for func in funcs])
         executable = [f for f, row in enumerate(verdicts) if any(v.status != "error" for v in row)]
         added["cv_funcs_executable"][i] = len(executable)
         passed = [[v.status == "pass" for v in verdicts[f]] for f in executable]
-        result = cross_validate(passed, cfg.min_func_acc)
+        result = cross_validate(passed, settings.min_func_acc)
         added["cv_cases_kept"][i] = len(result.kept_cases)
         added["cv_funcs_kept"][i] = len(result.kept_funcs)
         added["eval_funcs"][i] = json.dumps([funcs[executable[f]] for f in result.kept_funcs])
@@ -127,5 +152,5 @@ class CrossValidate:
         if not result.kept_cases:
             return "no_case_kept", f"no function returned the expected output of any of {len(cases)} cases"
         if not result.kept_funcs:
-            return "no_function_kept", f"no function reached accuracy {cfg.min_func_acc} on the kept cases"
+            return "no_function_kept", f"no function reached accuracy {settings.min_func_acc} on the kept cases"
         return "", ""

@@ -29,7 +29,7 @@ def test_auto_evol_accounts_for_every_row(local_ray, tiny_cfg, tmp_path):
     assert unparsable and all(r["evolve_raw"] and r["method"] == "auto_evol" for r in unparsable)
     assert summary["rejected_by_method"]["auto_evol"]["unparsable"] == len(unparsable)
 
-    from engine.report.keywords import keyword_report
+    from engine.report.keyword_counts import keyword_report
 
     report = keyword_report(tmp_path / "out")  # the random model writes no Step-1 list: nothing to count
     assert report == {"tiny": {"keywords": 0, "distinct_exact": 0, "distinct_normalised": 0}}

@@ -87,11 +87,11 @@ def test_robust_parse_keeps_the_whole_trajectory():
 
 
 def test_auto_evolve_stage_rejects_unparsable_answers_with_the_raw_text(tiny_cfg):
-    from engine.stages.auto_evolve import AutoEvolve
+    from engine.recipes import specs
     from tests.conftest import seed_batch
 
     batch = seed_batch(["Name a colour.", "Sort three numbers."])
-    out = AutoEvolve(tiny_cfg, round_num=1)(batch)
+    out = specs.auto_evolve(tiny_cfg, 1).build()(batch)
     for i in range(2):  # the random tiny model never writes the four steps
         assert out["status"][i] == "rejected" and out["reason"][i] == "unparsable"
         assert out["evolve_raw"][i] and out["method"][i] == "auto_evol" and out["id"][i].endswith(".r1")
@@ -112,13 +112,13 @@ def test_keyword_stage_summarises_each_method_line(tiny_cfg):
 
     import numpy as np
 
-    from engine.stages.keywords import TrajectoryKeywords
+    from engine.recipes import specs
     from tests.conftest import seed_batch
 
     tiny_cfg.auto_evol.keyword_tokens = 4
     batch = seed_batch(["a", "b"])
     batch["traj_methods"] = np.array(["1. Add a limit\n2. Compare", ""], dtype=object)
-    out = TrajectoryKeywords(tiny_cfg, round_num=1)(batch)
+    out = specs.keywords(tiny_cfg).build()(batch)
     assert len(json.loads(out["traj_keywords"][0])) <= 2 and out["traj_keywords"][1] == "[]"
 
 

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from engine.config import Config
 from engine.stages.eliminate import Eliminate, elimination_reason
 
 
@@ -37,7 +36,7 @@ def test_stage_rejects_in_place_and_keeps_rows():
         "detail": np.array(["", "", "f.jsonl:3: missing field 'instruction'"], dtype=object),
         "rejected_at": np.array(["", "", "read"], dtype=object),
     }
-    out = Eliminate(Config(), round_num=1)(batch)
+    out = Eliminate()(batch)
     assert list(out["status"]) == ["rejected", "ok", "rejected"]
     assert list(out["reason"]) == ["empty", "", "missing_field"]
     assert list(out["rejected_at"]) == ["eliminate", "", "read"]

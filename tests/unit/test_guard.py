@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from engine.config import Config
-from engine.stages.guard import GuardedStage, RowsLost
+from engine.chain import GuardedStage, RowsLost
+from engine.stages.spec import StageSpec
 from tests.conftest import seed_batch
 
 
@@ -13,8 +13,8 @@ class Shout:
 
     calls = 0
 
-    def __init__(self, cfg, torch_threads=None, broken=False):
-        self.broken = broken
+    def __init__(self, broken=False, torch_threads=None):
+        self.broken = bool(broken)
 
     def __call__(self, batch):
         Shout.calls += 1
@@ -31,7 +31,7 @@ class Shout:
 def test_poison_rows_are_rejected_and_the_rest_of_the_batch_goes_on():
     texts = [f"row {i}" for i in range(9)]
     texts[2], texts[7] = "POISON a", "POISON b"
-    out = GuardedStage(Shout, Config())(seed_batch(texts))
+    out = GuardedStage(StageSpec(Shout))(seed_batch(texts))
     assert list(out["status"]) == ["rejected" if i in (2, 7) else "ok" for i in range(9)]
     assert out["reason"][2] == "stage_error" and out["rejected_at"][7] == "shout"
     assert out["detail"][2] == "seeds.jsonl:3: Shout raised ValueError: cannot shout at poison"
@@ -42,16 +42,16 @@ def test_poison_rows_are_rejected_and_the_rest_of_the_batch_goes_on():
 
 def test_a_stage_that_fails_on_every_row_raises_instead_of_rejecting_them():
     with pytest.raises(RuntimeError, match="broken"):
-        GuardedStage(Shout, Config(), broken=True)(seed_batch(["a", "b", "c"]))
+        GuardedStage(StageSpec(Shout, True))(seed_batch(["a", "b", "c"]))
 
 
 def test_a_lost_row_is_caught():
     class Drop:
-        def __init__(self, cfg, torch_threads=None):
+        def __init__(self, args=None, torch_threads=None):
             pass
 
         def __call__(self, batch):
             return {name: values[1:] for name, values in batch.items()}
 
     with pytest.raises(RowsLost, match="Drop"):
-        GuardedStage(Drop, Config())(seed_batch(["a", "b"]))
+        GuardedStage(StageSpec(Drop))(seed_batch(["a", "b"]))

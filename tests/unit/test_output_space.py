@@ -13,7 +13,7 @@ from engine.backends import Sampling, load_backend
 from engine.backends.base import ENTROPY_EDGES, TOP1_EDGES
 from engine.config import ModelConfig
 from engine.io.sinks import RoundCounts, _count
-from engine.stages import output_space
+from engine import output_space
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from engine.config import Config
-from engine.stages.score import Score, build_spans, ifd_scores, span_losses
+from engine.recipes import specs
+from engine.stages.score import build_spans, ifd_scores, span_losses
 from tests.conftest import seed_batch
 
 ROWS = [
@@ -40,7 +41,7 @@ ROWS = [
 def scorer(tiny_model):
     cfg = Config(scorer=tiny_model)
     cfg.scoring.max_length = 160  # small enough that the long rows are truncated
-    return Score(cfg, round_num=1, torch_threads=2)
+    return specs.score(cfg, 1).build(torch_threads=2)
 
 
 def reference_losses(model, ids: list[int], q_len: int, a_ids: list[int]) -> tuple[float, float, float]:

@@ -3,8 +3,7 @@
 import numpy as np
 
 from engine.prompts.evol import method_order, pick_method
-from engine.stages.evolve import Evolve
-from engine.stages.respond import Respond
+from engine.recipes import specs
 from tests.conftest import seed_batch
 
 
@@ -13,7 +12,7 @@ def test_evolve_sets_lineage_and_rotation(tiny_cfg):
     batch["status"][3] = "rejected"
     batch["reason"][3] = "empty_instruction"
     parents = batch["id"].copy()
-    out = Evolve(tiny_cfg, round_num=1)(batch)
+    out = specs.evolve(tiny_cfg, 1).build()(batch)
 
     methods = method_order(True)
     for i in range(7):
@@ -31,7 +30,7 @@ def test_evolve_sets_lineage_and_rotation(tiny_cfg):
 
 
 def test_evolve_is_reproducible_for_the_same_rows(tiny_cfg):
-    stage = Evolve(tiny_cfg, round_num=1)
+    stage = specs.evolve(tiny_cfg, 1).build()
     first = stage(seed_batch(["Name a colour.", "Name a river."]))["instruction"]
     second = stage(seed_batch(["Name a colour.", "Name a river."]))["instruction"]
     assert list(first) == list(second)
@@ -40,7 +39,7 @@ def test_evolve_is_reproducible_for_the_same_rows(tiny_cfg):
 def test_respond_fills_output_and_skips_rejected(tiny_cfg):
     batch = seed_batch(["Name a colour.", "Name a river.", "Sum 2 and 3."])
     batch["status"][1] = "rejected"
-    out = Respond(tiny_cfg, round_num=1)(batch)
+    out = specs.respond(tiny_cfg, 1).build()(batch)
     assert out["output"][1] == ""
     assert out["responder"][1] == ""
     assert out["responder"][0] == "tiny"
@@ -53,7 +52,7 @@ def test_respond_fills_output_and_skips_rejected(tiny_cfg):
 def test_respond_answers_autoif_rows_with_the_concat_prompt(tiny_cfg):
     from engine.prompts.autoif import concat_prompt
 
-    stage = Respond(tiny_cfg, round_num=3, prompt="autoif")
+    stage = specs.respond(tiny_cfg, 3, prompt="autoif").build()
     sent = []
     generate = stage.model.generate
     stage.model.generate = lambda prompts, sampling, seeds=None: sent.extend(prompts) or generate(prompts, sampling, seeds)

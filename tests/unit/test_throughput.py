@@ -9,7 +9,8 @@ import pytest
 
 from engine.backends.base import Generation
 from engine.report.build import build_report
-from engine.stages.guard import StageChain
+from engine.chain import StageChain
+from engine.stages.spec import StageSpec
 from engine.throughput import (STATS_COLUMN, add_column, batch_record, merge, progress_line, stage_figures,
                                throughput)
 from tests.conftest import seed_batch
@@ -78,7 +79,7 @@ def test_progress_line_has_rows_rate_and_eta():
 class Shout:
     """A model stage in miniature: its backend answers every instruction (fixed token counts)."""
 
-    def __init__(self, cfg, torch_threads=None):
+    def __init__(self, args=None, torch_threads=None):
         self.model = Fixed()
 
     def __call__(self, batch):
@@ -98,7 +99,7 @@ class Fixed:
 class Head:
     """A stage holding a plain torch-like model (called, no token_losses), as the reward stage does."""
 
-    def __init__(self, cfg, torch_threads=None):
+    def __init__(self, args=None, torch_threads=None):
         self.model = lambda ids: ids * 2
 
     def __call__(self, batch):
@@ -106,14 +107,14 @@ class Head:
         return batch
 
 
-def test_only_backends_are_metered(tiny_cfg):
-    out = StageChain([(Head, {})], tiny_cfg)(seed_batch(["a b", "c d"]))
+def test_only_backends_are_metered():
+    out = StageChain([StageSpec(Head)])(seed_batch(["a b", "c d"]))
     assert list(out["doubled"]) == [0, 2]
     assert json.loads(out[STATS_COLUMN][0])[0]["generated_tokens"] == 0
 
 
-def test_stage_chain_times_its_stages_and_puts_records_on_the_first_row_only(tiny_cfg):
-    chain = StageChain([(Shout, {})], tiny_cfg, pooled=True)
+def test_stage_chain_times_its_stages_and_puts_records_on_the_first_row_only():
+    chain = StageChain([StageSpec(Shout)], pooled=True)
     out = chain(seed_batch(["Write a poem.", "List three rivers.", "Explain tides."]))
     again = chain(dict(out))  # a second chain in the same batch appends to the first row's records
     assert list(out["evolved"]) == ["WRITE A POEM.", "LIST THREE RIVERS.", "EXPLAIN TIDES."]

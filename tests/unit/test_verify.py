@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from engine.stages.verify import CrossValidate, VerifyGen
+from engine.recipes import specs
 from tests.conftest import seed_batch
 
 UPPER = "def evaluate(response):\n    return response.isupper()"
@@ -24,7 +24,7 @@ def test_verify_gen_writes_one_generation_per_sample(tiny_cfg):
     tiny_cfg.autoif.generate.max_new_tokens = 6
     batch = seed_batch(["Answer in capital letters.", "Use fewer than five characters."])
     batch["status"][1] = "rejected"
-    out = VerifyGen(tiny_cfg)(batch)
+    out = specs.verify(tiny_cfg, 1).build()(batch)
     assert len(json.loads(out["verifications"][0])) == 3
     assert out["verifications"][1] == "[]"
 
@@ -43,7 +43,7 @@ def test_cross_validation_runs_the_functions_and_keeps_the_accurate_ones(tiny_cf
     }
     batch = seed_batch(list(rows))
     batch["verifications"] = np.array([json.dumps(v) for v in rows.values()], dtype=object)
-    stage = CrossValidate(tiny_cfg)
+    stage = specs.cross_validate(tiny_cfg).build()
     out = stage(batch)
 
     assert list(out["status"]) == ["ok", "rejected", "rejected"]
@@ -81,7 +81,7 @@ def test_augmented_lines_become_rows_with_every_line_accounted_for(tiny_cfg):
     seeds = seed_constraints(tiny_cfg.autoif)
     calls = [("augment-0000", f"- Use exactly two emojis.\n\n- {seeds[0]}\n- use exactly two emojis"),
              ("augment-0001", "- Quote the final sentence.")]
-    batch, counts = instruction_rows(tiny_cfg, calls)
+    batch, counts = instruction_rows(seed_constraints(tiny_cfg.autoif), calls)
     ok = batch["status"] == "ok"
     assert list(batch["instruction"][ok]) == seeds + ["Use exactly two emojis.", "Quote the final sentence."]
     assert sorted(batch["reason"][~ok]) == ["duplicate_instruction", "duplicate_instruction", "empty_line"]
@@ -91,7 +91,7 @@ def test_augmented_lines_become_rows_with_every_line_accounted_for(tiny_cfg):
 def test_strict_sandbox_refuses_to_run_without_mount_isolation(tiny_cfg):
     tiny_cfg.autoif.sandbox.require = "strict"
     if os.geteuid() == 0:  # mount isolation is available here: strict runs, and every judged row records it
-        stage = CrossValidate(tiny_cfg)
+        stage = specs.cross_validate(tiny_cfg).build()
         batch = seed_batch(["Answer in capital letters."])
         batch["verifications"] = np.array([json.dumps([_generation(UPPER, [("HELLO", True)])])], dtype=object)
         out = stage(batch)
@@ -101,4 +101,4 @@ def test_strict_sandbox_refuses_to_run_without_mount_isolation(tiny_cfg):
                                                "namespace/pid_namespace/mount_namespace")
     tiny_cfg.autoif.sandbox.isolation = "none"
     with pytest.raises(RuntimeError, match="require=strict: verifiers would run without mount isolation"):
-        CrossValidate(tiny_cfg)
+        specs.cross_validate(tiny_cfg).build()

@@ -10,7 +10,7 @@ import pytest
 from engine.backends import Sampling
 from engine.config import Config, ModelConfig
 from engine.records import records_from_rows
-from engine.stages.score import Score
+from engine.recipes import specs
 
 pytestmark = pytest.mark.vllm
 
@@ -28,14 +28,14 @@ def scorer_config(backend: str) -> Config:
 @pytest.fixture(scope="module")
 def vllm_score():
     """The Score stage on vLLM; its backend also serves the generation tests (one engine start for the module)."""
-    stage = Score(scorer_config("vllm"), round_num=1)
+    stage = specs.score(scorer_config("vllm"), 1).build()
     yield stage
     stage.model.close()
 
 
 @pytest.fixture(scope="module")
 def hf_score():
-    return Score(scorer_config("hf"), round_num=1, torch_threads=2)
+    return specs.score(scorer_config("hf"), 1).build(torch_threads=2)
 
 
 @pytest.fixture(scope="module")

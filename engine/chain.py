@@ -16,8 +16,8 @@ import uuid
 import numpy as np
 
 from engine.backends import shared_backends
-from engine.config import Config
 from engine.records import ok_mask, reject
+from engine.stages.spec import StageSpec
 from engine.throughput import STATS_COLUMN, TokenMeter, batch_record
 
 log = logging.getLogger("engine.stages")
@@ -42,9 +42,9 @@ def concat(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 class GuardedStage:
     """Runs a stage on a batch, row-count checked, with poison rows isolated into rejects."""
 
-    def __init__(self, stage: type, cfg: Config, torch_threads: int | None = None, **kwargs):
-        self.name = stage.__name__
-        self.stage = stage(cfg, torch_threads=torch_threads or os.cpu_count(), **kwargs)
+    def __init__(self, spec: StageSpec, torch_threads: int | None = None):
+        self.name = spec.name
+        self.stage = spec.build(torch_threads=torch_threads or os.cpu_count())
         # Model stages hold their backend as `model`: count its tokens, whichever engine it is. Only a Backend
         # (it has token_losses); a stage's own torch model (the reward head) is left alone.
         self.meter = None
@@ -108,8 +108,8 @@ class StageChain:
     records in the STATS_COLUMN of the batch's first row (engine/throughput.py adds them up). `progress`, when
     given, is called with (stage name, rows) after every batch."""
 
-    def __init__(self, steps: list[tuple[type, dict]], cfg: Config, torch_threads: int | None = None,
-                 pooled: bool = False, progress=None):
+    def __init__(self, specs: list[StageSpec], torch_threads: int | None = None, pooled: bool = False,
+                 progress=None):
         # A pooled actor is one instance; cheap-stage tasks build a chain per block, so they count per worker
         # process (a million-row round must not list a million instances).
         self.instance = uuid.uuid4().hex[:12] if pooled else f"{socket.gethostname()}:{os.getpid()}"
@@ -117,9 +117,9 @@ class StageChain:
         self.started = time.time()
         self.stages, self.load_s = [], []
         with shared_backends():  # two stages of one model in this actor: one load
-            for stage, kwargs in steps:
+            for spec in specs:
                 began = time.perf_counter()
-                self.stages.append(GuardedStage(stage, cfg, torch_threads=torch_threads, **kwargs))
+                self.stages.append(GuardedStage(spec, torch_threads=torch_threads))
                 self.load_s.append(time.perf_counter() - began)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,0 +1,174 @@
+"""A run, round by round: the recipe says what; an executor (engine/runner.py: Ray Data) does it. Ray-free.
+
+    seeds (io/seeds.py) -> [round r: input -> expansion? -> recipe stages -> ledger shards (io/ledger.py)
+                            -> whole-round steps (selection) -> data/, exports, rejects/ (io/sinks.py)] x rounds
+                        -> summary.json (summary.py)
+
+Exactly once and resumable: every committed ledger shard and finished round is journaled in the manifest
+(io/manifest.py), and a rerun with the same config and inputs skips them (`run.resume=false` starts over)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Protocol
+
+from engine.chain import RowsLost
+from engine.config import Config, ConfigError, config_hash
+from engine.io.inputs import check_schema, hf_cache_files, resolve_shape
+from engine.io.layout import RunLayout
+from engine.io.ledger import drop_orphans
+from engine.io.manifest import Manifest, ResumeRefused, input_fingerprint
+from engine.io.readers import SUPPORTED_TEXT, list_input_files
+from engine.io.seeds import SeedPlan, first_instructions, plan_seeds, seed_source
+from engine.io.sinks import RoundCounts, write_dataset_info, write_json
+from engine.recipes import get_recipe
+from engine.recipes.base import Expansion, Recipe, SetupTools
+from engine.stages.select import check_select
+from engine.stages.spec import StageSpec
+from engine.summary import build_summary
+
+log = logging.getLogger("engine.pipeline")
+
+
+class Executor(Protocol):
+    """What the pipeline needs from a distributed engine; `ds` values are its opaque datasets."""
+
+    def start(self) -> int: ...  # models prepared, cluster joined; returns the number of live nodes
+    def stop(self) -> None: ...
+    def seeds(self, plan: SeedPlan): ...
+    def rows(self, batch: dict): ...
+    def read(self, files: list[Path]): ...
+    def drop_done(self, ds, files: list[Path], round_num: int): ...
+    def expand(self, ds, expansion: Expansion): ...
+    def stream(self, ds, specs: list[StageSpec], round_num: int, expected: int, ledger: Path, shard_rows: int): ...
+    def apply(self, files: list[Path], spec: StageSpec, folder: Path) -> list[Path]: ...
+    def split(self, files: list[Path], layout: RunLayout, round_num: int) -> RoundCounts: ...
+    def call(self, spec: StageSpec, method: str, *args): ...
+
+
+def run(cfg: Config, executor: Executor, config_text: str | None = None) -> dict:
+    """Run the recipe for all its rounds and write every output; returns the run summary. `config_text`, the
+    resolved config as YAML, is saved as config.yaml once the output directory is known to belong to this run."""
+    started = time.perf_counter()
+    layout = RunLayout(Path(cfg.run.output_dir))
+    layout.root.mkdir(parents=True, exist_ok=True)
+    recipe = get_recipe(cfg)
+    check_select(cfg.select, cfg.scoring.enabled)
+    files, skipped = (hf_cache_files(cfg.data), []) if cfg.data.source == "hf" else list_input_files(seed_source(cfg))
+    for path in skipped:
+        log.warning("skipping %s: unsupported file type (supported: %s)", path, SUPPORTED_TEXT)
+    shape = resolve_shape(cfg.data, files)  # before any model loads: a file the engine cannot read stops here
+    check_schema(files, shape, cfg.data, cfg.data.schema_check_rows)
+    try:
+        digest = config_hash(cfg, {"data_shape": shape.as_dict()})
+        manifest = Manifest.open(layout.root, digest, input_fingerprint(files), cfg.run.resume, shape.as_dict())
+    except ResumeRefused as err:
+        raise ConfigError(str(err)) from err
+    if config_text is not None:
+        layout.config.write_text(config_text)
+    if not manifest.entries:  # a fresh run: nothing of an earlier one may mix in
+        for target in layout.outputs():
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    rounds: list[RoundCounts] = []
+    decisions = manifest.setup_decisions()
+    total_rounds, nodes, started_executor = recipe.num_rounds(), 1, False
+    try:
+        for round_num in range(1, total_rounds + 1):
+            if (done := manifest.round_counts(round_num)) is not None:
+                log.info("round %d: complete in the manifest, not recomputed", round_num)
+                rounds.append(RoundCounts.from_state(done))
+                continue
+            if rounds and rounds[-1].rows_out == 0:
+                log.warning("round %d has no surviving rows to work on; stopping", round_num)
+                break
+            if not started_executor:
+                nodes, started_executor = executor.start(), True
+            if decisions is None:
+                tools = SetupTools(lambda n: first_instructions(files, n, shape), executor.call, layout)
+                decisions = recipe.setup(tools)
+                manifest.record_setup(decisions)
+            ds, expected, extra = round_input(recipe, executor, layout, round_num, files, shape, rounds, cfg)
+            final = round_num == total_rounds
+            counts = run_round(recipe, executor, layout, manifest, round_num, ds, expected, final, decisions, extra)
+            rounds.append(counts)
+    finally:
+        if started_executor:
+            executor.stop()
+    gpus = max((spec.resources.num_gpus for spec in recipe.stages(1, decisions or {})), default=0.0)
+    summary = build_summary(cfg, recipe, rounds, files, skipped, time.perf_counter() - started,
+                            manifest.header["config_hash"], nodes, gpus, decisions)
+    summary["data_shape"] = shape.as_dict()
+    write_dataset_info(layout.root, [r.round for r in rounds], prefix=f"{cfg.recipe.name}_{cfg.model.name}")
+    write_json(layout.summary, summary)
+    return summary
+
+
+def round_input(recipe: Recipe, executor: Executor, layout: RunLayout, round_num: int, files, shape,
+                rounds: list[RoundCounts], cfg: Config):
+    """(dataset, rows expected, extra counts) of a round: rows the recipe builds, the seeds, or the previous
+    round's kept rows."""
+    built = recipe.round_input(round_num, layout)
+    if built is not None:  # rows the recipe builds on the driver (small by construction)
+        return executor.rows(built.batch), len(built.batch["id"]), dict(built.counts)
+    if round_num == 1:
+        plan = plan_seeds(cfg, files, shape)
+        return executor.seeds(plan), plan.expected, {}
+    return executor.read(layout.data_files(round_num - 1)), rounds[-1].rows_out, {}
+
+
+def run_round(recipe: Recipe, executor: Executor, layout: RunLayout, manifest: Manifest, round_num: int, ds,
+              expected: int, final: bool, decisions: dict, extra: dict) -> RoundCounts:
+    """One round: stream the input through the stages into committed ledger shards, apply the whole-round steps,
+    then split the shards into the round's outputs; every row checked in and out."""
+    round_started = time.perf_counter()
+    expansion = recipe.expansion(round_num)
+    ledger = layout.ledger(round_num)
+    committed = manifest.shards(round_num)
+    if expansion and committed:
+        log.info("round %d expands its rows: restarting it rather than resuming", round_num)
+        manifest.reset_round(round_num)
+        committed = {}
+    drop_orphans(ledger, committed)
+    reused_rows, reused_shards = sum(e["rows"] for e in committed.values()), len(committed)
+    if reused_shards:
+        log.info("round %d: %d rows in %d committed shards reused", round_num, reused_rows, reused_shards)
+    if reused_rows < expected or (expansion and not committed):
+        if committed:
+            ds = executor.drop_done(ds, [ledger / name for name in committed], round_num)
+        if expansion:
+            ds = executor.expand(ds, expansion)
+        # an expanding round's row count is known only at its end: its progress gives rows and rate, no ETA
+        for name, rows, ok in executor.stream(ds, recipe.stages(round_num, decisions), round_num,
+                                              0 if expansion else expected - reused_rows, ledger,
+                                              recipe.cfg.run.shard_rows):
+            manifest.record_shard(round_num, name, rows, ok)
+    shards = manifest.shards(round_num)
+    files = [ledger / name for name in sorted(shards)]
+    written = sum(e["rows"] for e in shards.values())
+    if expansion:
+        log.info("round %d: %d rows expanded into %d", round_num, expected, written)
+        expected = written
+    if written != expected:
+        raise RowsLost(f"round {round_num}: {expected} rows went in but the committed shards hold {written}")
+    shutil.rmtree(layout.selected(round_num), ignore_errors=True)
+    recorded = None
+    for step in recipe.after_round(round_num, final):
+        plan = step.plan(files)
+        files = executor.apply(files, step.spec(plan), layout.selected(round_num) / step.name)
+        recorded = step.record(plan)
+    shutil.rmtree(layout.data(round_num), ignore_errors=True)
+    counts = executor.split(files, layout, round_num)
+    counts.selection = recorded
+    counts.reused_shards, counts.reused_rows = reused_shards, reused_rows
+    counts.sums.update(extra)
+    if counts.rows_in != expected:
+        raise RowsLost(f"round {round_num}: {expected} rows went in but {counts.rows_in} came out (ok + rejected)")
+    manifest.record_round(round_num, counts.state())
+    shutil.rmtree(ledger, ignore_errors=True)  # every row is now in data/ or rejects/, and journaled
+    shutil.rmtree(layout.selected(round_num), ignore_errors=True)
+    log.info("round %d: %d in, %d out, %d rejected (%s) in %.1f s", round_num, counts.rows_in, counts.rows_out,
+             counts.rows_rejected, dict(counts.rejected_by_reason), time.perf_counter() - round_started)
+    return counts

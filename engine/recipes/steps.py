@@ -1,0 +1,45 @@
+"""Whole-round steps a recipe declares after a round: the selection cut over every scored row."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from engine.config import SelectConfig
+from engine.recipes.base import WholeRoundStep
+from engine.records import STATUS_OK
+from engine.stages.select import RANKINGS, Cut, Select, plan_cut
+from engine.stages.spec import Resources, StageSpec
+
+log = logging.getLogger("engine.recipes")
+
+
+class SelectTop(WholeRoundStep):
+    """Keep the top of the round by a score (select.*): the exact global cut over every ok row (phase 1, three
+    columns read on the driver), then the Select stage rejects the rest with `not_selected` (phase 2)."""
+
+    name = "select"
+
+    def __init__(self, settings: SelectConfig, resources: Resources):
+        self.settings, self.resources = settings, resources
+
+    def plan(self, files: list[Path]) -> Cut:
+        column = RANKINGS[self.settings.by][0]
+        table = pa.concat_tables(pq.read_table(f, columns=["status", "id", "ifd", column]) for f in files)
+        table = table.filter(pc.equal(table["status"], STATUS_OK))
+        scores = table[column].to_numpy(zero_copy_only=False).astype(np.float64)
+        cut = plan_cut(scores, table["id"].to_numpy(zero_copy_only=False),
+                       table["ifd"].to_numpy(zero_copy_only=False), self.settings)
+        log.info("selection by %s: keep %d of %d, cut value %s", cut.by, cut.kept, cut.candidates, cut.value)
+        return cut
+
+    def spec(self, plan: Cut) -> StageSpec:
+        return StageSpec(Select, plan, self.resources)
+
+    def record(self, plan: Cut) -> dict:
+        return plan.as_dict()

@@ -1,0 +1,72 @@
+"""summary.json of a run: rows conserved overall and per round, the recipe's own figures, and the per-stage
+accounting (engine/throughput.py). Ray-free: built from the rounds' counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine import output_space, throughput
+from engine.config import Config
+from engine.io.layout import RunLayout
+from engine.io.sinks import RoundCounts
+from engine.recipes.base import Recipe
+
+
+def build_summary(cfg: Config, recipe: Recipe, rounds: list[RoundCounts], files: list[Path], skipped: list[Path],
+                  wall: float, config_digest: str, nodes: int = 1, gpus_per_actor: float = 0.0,
+                  decisions: dict | None = None) -> dict:
+    """The run summary. `config_digest` is the manifest's hash of the config as given; `decisions` are what the
+    recipe's set-up step chose (the optimized Auto Evol-Instruct method), recorded beside it, never hashed."""
+    rows_in = rounds[0].rows_in if rounds else 0
+    rows_out = rounds[-1].rows_out if rounds else 0
+    rejected = sum(r.rows_rejected for r in rounds)
+    total = RoundCounts(round=0)
+    for r in rounds:
+        total.merge(r)
+    totals = total.as_dict()
+    summary = {
+        "recipe": cfg.recipe.name,
+        "model": cfg.model.name,
+        "config_hash": config_digest,
+        "rounds_requested": recipe.num_rounds(),
+        "rounds_completed": len(rounds),
+        "rows_in": rows_in,
+        "rows_out": rows_out,
+        "rows_rejected": rejected,
+        # Chained recipes (Evol-Instruct) pass rows round to round; phased ones (AutoIF) build each phase's input.
+        "rows_conserved": rows_conserved(rounds, recipe.chained),
+        **{key: totals[key] for key in ("rejected_by_reason", "rejected_by_method", "rejected_by_model",
+                                        "per_method")},
+        "per_round": [r.as_dict() for r in rounds],
+        "tokens": totals["tokens"],
+        "counts": totals["counts"],
+        "resumed": {"shards_reused": sum(r.reused_shards for r in rounds),
+                    "rows_reused": sum(r.reused_rows for r in rounds)},
+        "scores": rounds[-1].score_means() if rounds else {},
+        "output_space": output_space.summarise(total.output_space),
+        "selection": rounds[-1].selection if rounds else None,
+        "wall_time_s": round(wall, 3),
+        "input_files": [str(f) for f in files],
+        "skipped_files": [str(f) for f in skipped],
+        "outputs": RunLayout(Path(cfg.run.output_dir)).summary_outputs([r.round for r in rounds]),
+    }
+    if decisions:
+        summary["setup"] = decisions
+    own = recipe.summarise([r.as_dict() for r in rounds])
+    if own is not None:
+        summary[cfg.recipe.name] = own
+    # Per-stage accounting from the actors' own timings, and what the run (and a million seeds) costs.
+    summary["stages"] = [entry for r in rounds for entry in throughput.stage_figures(r.round, r.stages)]
+    cost = {"gpu_hour_usd": cfg.run.cost.gpu_hour_usd, "cpu_hour_usd": cfg.run.cost.cpu_hour_usd}
+    summary["throughput"] = throughput.throughput(summary["stages"], rows_in, rows_out, wall, gpus_per_actor,
+                                                  nodes, cost)
+    return summary
+
+
+def rows_conserved(rounds: list[RoundCounts], chained: bool) -> bool:
+    """Every row accounted for: over the run (chained: in = final out + every rejection), else per phase."""
+    if not chained:
+        return all(r.rows_in == r.rows_out + r.rows_rejected for r in rounds)
+    rows_in = rounds[0].rows_in if rounds else 0
+    rows_out = rounds[-1].rows_out if rounds else 0
+    return rows_in == rows_out + sum(r.rows_rejected for r in rounds)

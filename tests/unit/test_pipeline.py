@@ -1,0 +1,169 @@
+"""The Ray-free half of a run: recipes declare typed stage specs with their own resources, and the pipeline runs
+them through any executor. Here an in-process executor stands in for Ray, so the round loop, row accounting,
+selection and resume are tested without a cluster."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from engine import pipeline
+from engine.chain import StageChain
+from engine.config import Config, ConfigError, compose
+from engine.io.ledger import commit_shard, done_keys, without_done
+from engine.io.seeds import read_files
+from engine.io.sinks import split_round
+from engine.recipes import RECIPES, get_recipe, specs
+from engine.recipes.base import Recipe
+from engine.stages.spec import Resources
+
+
+class InProcess:
+    """The pipeline's executor contract, run in this process over pyarrow tables (no Ray)."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def start(self) -> int:
+        return 1
+
+    def stop(self) -> None:
+        pass
+
+    def seeds(self, plan):
+        blocks = [pa.table(r) for item in plan.items for r in read_files({"path": [item["path"]],
+                                                                          "offset": [item["offset"]]}, plan)]
+        return pa.concat_tables(blocks)
+
+    def rows(self, batch):
+        return pa.table(batch)
+
+    def read(self, files):
+        return pa.concat_tables([pq.read_table(f) for f in files])
+
+    def drop_done(self, ds, files, round_num):
+        return without_done(ds, done_keys(files, round_num))
+
+    def expand(self, ds, expansion):
+        return pa.table(expansion.fn({k: ds[k].to_numpy(zero_copy_only=False) for k in ds.column_names},
+                                     **expansion.kwargs))
+
+    def stream(self, ds, stage_specs, round_num, expected, ledger, shard_rows):
+        self.calls.append(f"round {round_num}: " + " ".join(s.name for s in stage_specs))
+        chain = StageChain(stage_specs)
+        for lo in range(0, ds.num_rows, shard_rows):
+            part = ds.slice(lo, shard_rows)
+            out = chain({k: part[k].to_numpy(zero_copy_only=False) for k in part.column_names})
+            written = commit_shard(pa.table(out), str(ledger)).to_pylist()
+            yield from ((w["file"], w["rows"], w["ok"]) for w in written)
+
+    def apply(self, files, spec, folder):
+        self.calls.append(f"whole round: {spec.name}")
+        table = self.read(files)
+        out = StageChain([spec])({k: table[k].to_numpy(zero_copy_only=False) for k in table.column_names})
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(out), folder / "part-0.parquet")
+        return [folder / "part-0.parquet"]
+
+    def split(self, files, layout, round_num):
+        return split_round(files, layout.root, round_num)
+
+    def call(self, spec, method, *args):
+        return getattr(spec.build(), method)(*args)
+
+
+@pytest.fixture()
+def echo_cfg(tmp_path) -> Config:
+    cfg = compose(["model=echo", "scorer=echo"])
+    cfg.run.output_dir = str(tmp_path / "out")
+    cfg.run.progress = "off"
+    cfg.data.limit = 12
+    cfg.rounds = 2
+    cfg.select.fraction = 0.5
+    return cfg
+
+
+def test_a_run_through_the_pipeline_conserves_rows_and_selects_once(echo_cfg):
+    executor = InProcess()
+    summary = pipeline.run(echo_cfg, executor)
+    assert executor.calls == ["round 1: Evolve Eliminate Respond Score", "round 2: Evolve Eliminate Respond Score",
+                              "whole round: Select"]  # the cut is declared for the final round only
+    assert summary["rows_conserved"] and summary["rows_in"] == 12
+    assert summary["selection"]["by"] == "ic_ifd"
+    assert summary["rows_out"] == summary["selection"]["kept"]
+    out = Path(echo_cfg.run.output_dir)
+    rejected = sum(1 for _ in open(out / "rejects" / "round_2.jsonl"))
+    assert rejected + summary["rows_out"] == summary["per_round"][1]["rows_in"]
+
+
+def test_a_rerun_reuses_the_finished_rounds(echo_cfg):
+    first = pipeline.run(echo_cfg, InProcess())
+    executor = InProcess()
+    again = pipeline.run(echo_cfg, executor)
+    assert executor.calls == []  # both rounds are complete in the manifest
+    assert again["rows_out"] == first["rows_out"] and again["per_round"] == first["per_round"]
+
+
+def test_the_optimizers_choice_reaches_the_stages_and_the_manifest_not_the_config(echo_cfg, monkeypatch):
+    echo_cfg.recipe.name = "auto_evol"
+    echo_cfg.auto_evol.optimize = True
+    echo_cfg.rounds, echo_cfg.select.fraction = 1, None
+    chosen = "Rewrite the instruction so that it needs two steps of reasoning.\n"
+    monkeypatch.setattr("engine.stages.optimize.MethodOptimizer.run", lambda self, train, dev: (chosen, []))
+    seen = []
+    original = get_recipe(echo_cfg).__class__.stages
+
+    def spy(self, round_num, decisions):
+        found = original(self, round_num, decisions)
+        seen.append(found[0].args.method)
+        return found
+
+    monkeypatch.setattr("engine.recipes.auto_evol.AutoEvol.stages", spy)
+    summary = pipeline.run(echo_cfg, InProcess())
+    assert seen[0] == chosen and echo_cfg.auto_evol.method is None  # the hashed config is never mutated
+    manifest = [json.loads(line) for line in open(Path(echo_cfg.run.output_dir) / "manifest.jsonl")]
+    assert [e["decisions"] for e in manifest if e["kind"] == "setup"] == [{"auto_evol_method": chosen}]
+    assert summary["setup"] == {"auto_evol_method": chosen}
+
+
+def test_the_scorer_is_sized_on_its_own():
+    cfg = Config()
+    cfg.cluster.pool_size, cfg.cluster.batch_size = 2, 16
+    cfg.stages.score.pool_size, cfg.stages.score.batch_size, cfg.stages.score.num_gpus = 4, 64, 1.0
+    cfg.stages.evolve.num_gpus, cfg.stages.evolve.memory_gb = 4.0, 40.0
+    by_name = {spec.name: spec.resources for spec in get_recipe(cfg).stages(1, {})}
+    assert (by_name["Score"].pool_size, by_name["Score"].batch_size, by_name["Score"].num_gpus) == (4, 64, 1.0)
+    assert (by_name["Respond"].pool_size, by_name["Respond"].batch_size, by_name["Respond"].num_gpus) == (2, 16, 0.0)
+    assert by_name["Evolve"].ray_options() == {"num_cpus": 0.25, "num_gpus": 4.0, "memory": 40 * 1024**3}
+
+
+def test_per_stage_keys_compose_from_the_command_line():
+    cfg = compose(["stages.score.pool_size=3", "stages.evolve.num_gpus=2", "+stages.respond.resources.node_b=1"])
+    assert cfg.stages.score.pool_size == 3 and cfg.stages.evolve.num_gpus == 2
+    assert Resources().resources == () and dict(specs.respond(cfg, 1).resources.resources) == {"node_b": 1.0}
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipes_declare_typed_stages_that_never_see_the_config(name):
+    cfg = Config()
+    cfg.recipe.name = name
+    recipe = get_recipe(cfg)
+    assert isinstance(recipe, Recipe)
+    for round_num in range(1, recipe.num_rounds() + 1):
+        for spec in recipe.stages(round_num, {}):
+            assert not isinstance(spec.args, Config)
+            params = list(inspect.signature(spec.stage.__init__).parameters.values())[1:]
+            assert all(p.annotation not in (Config, "Config") for p in params), spec.name
+
+
+def test_autoif_refuses_a_selection_it_has_no_scores_for():
+    cfg = Config()
+    cfg.recipe.name, cfg.select.fraction = "autoif", 0.5
+    with pytest.raises(ConfigError, match="select"):
+        get_recipe(cfg)
