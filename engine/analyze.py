@@ -203,7 +203,7 @@ def analyse_run(cfg: Config, run_dir: Path) -> dict:
     layout = RunLayout(run_dir)
     round_num, files = final_round(layout)
     if not files:
-        raise ConfigError(f"{run_dir}: round {round_num} kept no rows (data/round_{round_num}/ is empty): "
+        raise ConfigError(f"{run_dir}: round {round_num} kept no rows ({layout.data(round_num).relative_to(layout.root)}/ is empty): "
                           "nothing to analyse")
     out = layout.analysis
     work = out / "_work"
