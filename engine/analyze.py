@@ -203,8 +203,8 @@ def analyse_run(cfg: Config, run_dir: Path) -> dict:
     layout = RunLayout(run_dir)
     round_num, files = final_round(layout)
     if not files:
-        raise ConfigError(f"{run_dir}: round {round_num} kept no rows ({layout.data(round_num).relative_to(layout.root)}/ is empty): "
-                          "nothing to analyse")
+        folder = layout.data(round_num).relative_to(layout.root)
+        raise ConfigError(f"{run_dir}: round {round_num} kept no rows ({folder}/ is empty): nothing to analyse")
     out = layout.analysis
     work = out / "_work"
     shutil.rmtree(out, ignore_errors=True)
