@@ -167,3 +167,10 @@ def test_autoif_refuses_a_selection_it_has_no_scores_for():
     cfg.recipe.name, cfg.select.fraction = "autoif", 0.5
     with pytest.raises(ConfigError, match="select"):
         get_recipe(cfg)
+
+
+def test_the_gpu_cluster_sizes_the_scorer_apart_from_the_generators():
+    cfg = compose(["cluster=gpu", "cluster.pool_size=4"])
+    by_name = {spec.name: spec.resources for spec in get_recipe(cfg).stages(1, {})}
+    assert by_name["Evolve"].pool_size == by_name["Respond"].pool_size == 4  # the cluster default, overridden
+    assert (by_name["Score"].pool_size, by_name["Score"].batch_size) == (2, 256)
