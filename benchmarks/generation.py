@@ -83,7 +83,7 @@ def stage_config(model: ModelConfig, backend: str, dtype: str, max_new_tokens: i
     return cfg
 
 
-def run_stage(stage: Evolve, rows: list[dict]) -> dict:
+def run_stage(stage, rows: list[dict]) -> dict:
     batch = records_from_rows(rows)
     started = time.perf_counter()
     out = stage(batch)
