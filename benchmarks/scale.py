@@ -4,7 +4,15 @@ is never a model. Each size runs as its own `python -m engine` process with its 
 
 Prints one JSON line per size (rows/s, peak RSS of the driver and of the Ray workers, sampled every 0.2 s) and a
 summary line with RSS(largest) / RSS(smallest) for the driver (goal <= 1.2: nothing is collected on the
-driver); saves everything to benchmarks/results/scale.json."""
+driver), for the whole command and for the run alone (until summary.json appears, before the HTML report);
+saves everything to benchmarks/results/scale.json.
+
+The driver runs under a small wrapper (DRIVER) that first applies the Ray Data limits given with
+--data-context (DataContext fields, e.g. `execution_options.resource_limits.object_store_memory=2e8`) and
+records the DataContext values that bound memory, so each result says which limits it ran under. With
+--census the driver also counts its live Python objects by type every --census-every seconds (gc.get_objects:
+containers only), so what grows with the row count shows by name; the census costs the driver a transient list
+of its objects, the same at every size."""
 
 from __future__ import annotations
 
@@ -56,21 +64,88 @@ def sample(driver: psutil.Process, peaks: dict) -> None:
     peaks["ray_system"] = max(peaks["ray_system"], system_total)
 
 
-def run_size(rows: int, batch_size: int, shard_rows: int, tmp: Path) -> dict:
+# DataContext fields that bound memory (the driver's or the object store's), recorded with every result.
+MEMORY_FIELDS = ("execution_options.resource_limits", "target_max_block_size",
+                 "override_object_store_memory_limit_fraction",
+                 "op_resource_reservation_enabled", "op_resource_reservation_ratio", "max_errored_blocks",
+                 "enable_auto_log_stats", "enable_get_object_locations_for_metrics", "memory_usage_poll_interval_s")
+
+# `python -c DRIVER <engine overrides>`: the engine's CLI in a process whose DataContext is set first (the engine
+# only changes its progress and error fields). EE_SCALE_* environment variables carry the settings.
+DRIVER = """
+import collections, gc, json, os, threading, time
+import psutil
+from ray.data import DataContext
+
+context = DataContext.get_current()
+for key, value in json.loads(os.environ["EE_SCALE_DATA_CONTEXT"]).items():
+    *path, name = key.split(".")
+    owner = context
+    for part in path[:-1]:
+        owner = getattr(owner, part)
+    target = getattr(owner, path[-1]) if path else context
+    if path[-1:] == ["resource_limits"]:  # ExecutionResources is immutable: a copy with the one limit changed
+        setattr(owner, "resource_limits", target.copy(**{name: value}))
+    else:
+        setattr(target, name, value)
+
+def resolve(key):
+    value = context
+    for part in key.split("."):
+        value = getattr(value, part)
+    return repr(value)
+
+with open(os.environ["EE_SCALE_CONTEXT_OUT"], "w") as handle:
+    json.dump({key: resolve(key) for key in json.loads(os.environ["EE_SCALE_FIELDS"])}, handle)
+
+def census(path, every):
+    me, started = psutil.Process(), time.monotonic()
+    while True:
+        time.sleep(every)
+        counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+        with open(path, "a") as handle:
+            handle.write(json.dumps({"s": round(time.monotonic() - started), "rss_mib": round(me.memory_info().rss / 2**20, 1),
+                                     "objects": sum(counts.values()), "top": counts.most_common(12)}) + "\\n")
+
+if os.environ.get("EE_SCALE_CENSUS"):
+    every = float(os.environ["EE_SCALE_CENSUS_EVERY"])
+    threading.Thread(target=census, args=(os.environ["EE_SCALE_CENSUS"], every), daemon=True).start()
+
+from engine.cli import main
+main()
+"""
+
+
+def run_size(rows: int, batch_size: int, shard_rows: int, tmp: Path, data_context: dict,
+             census_every: float | None) -> dict:
     seeds, out = tmp / f"seeds-{rows}.jsonl", tmp / f"out-{rows}"
     write_seeds(seeds, rows)
-    command = [sys.executable, "-m", "engine", "model=echo", "scorer=echo", "data=file", f"data.path={seeds}",
+    command = [sys.executable, "-c", DRIVER, "model=echo", "scorer=echo", "data=file", f"data.path={seeds}",
                f"run.output_dir={out}", "run.progress=false", f"cluster.batch_size={batch_size}",
                f"run.shard_rows={shard_rows}"]
-    env = {**os.environ}
+    env = {**os.environ, "EE_SCALE_DATA_CONTEXT": json.dumps(data_context),
+           "EE_SCALE_FIELDS": json.dumps(MEMORY_FIELDS), "EE_SCALE_CONTEXT_OUT": str(tmp / f"context-{rows}.json")}
+    census_path = tmp / f"census-{rows}.jsonl"
+    if census_every:
+        env.update(EE_SCALE_CENSUS=str(census_path), EE_SCALE_CENSUS_EVERY=str(census_every))
     env.pop("RAY_ADDRESS", None)
     peaks = dict.fromkeys(("driver", "worker_max", "workers_total", "ray_system"), 0)
+    timeline = []  # (seconds, driver RSS MiB) every 5 s: when the driver grows, not only how much
     started = time.perf_counter()
     with open(tmp / f"log-{rows}.txt", "w") as log:
         proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         driver = psutil.Process(proc.pid)
+        pipeline_peak = 0  # the driver's peak until summary.json exists: the run itself, before the report
         while proc.poll() is None:
             sample(driver, peaks)
+            if not (out / "summary.json").exists():
+                pipeline_peak = peaks["driver"]
+            elapsed = time.perf_counter() - started
+            if elapsed >= 5 * len(timeline):
+                try:
+                    timeline.append([round(elapsed), round(driver.memory_info().rss / MiB, 1)])
+                except psutil.NoSuchProcess:
+                    pass
             time.sleep(0.2)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
@@ -83,12 +158,16 @@ def run_size(rows: int, batch_size: int, shard_rows: int, tmp: Path) -> dict:
         "run_s": summary["wall_time_s"],  # inside the engine: Ray start, pipeline, commits and sinks
         "process_s": round(wall, 2),  # the whole command, Python start included
         "rows_per_s": round(rows / summary["wall_time_s"], 1),
-        "driver_peak_rss_mib": round(peaks["driver"] / MiB, 1),
+        "driver_peak_rss_mib": round(peaks["driver"] / MiB, 1),  # the whole command, the HTML report included
+        "driver_peak_rss_run_mib": round(pipeline_peak / MiB, 1),  # until summary.json: Ray Data and the sinks
         "worker_peak_rss_mib": round(peaks["worker_max"] / MiB, 1),
         "workers_total_peak_rss_mib": round(peaks["workers_total"] / MiB, 1),
         "ray_system_peak_rss_mib": round(peaks["ray_system"] / MiB, 1),
         "batch_size": batch_size,
         "shard_rows": shard_rows,
+        "data_context": json.loads((tmp / f"context-{rows}.json").read_text()),
+        "driver_rss_timeline_s_mib": timeline,
+        "census": [json.loads(line) for line in census_path.open()] if census_path.exists() else None,
     }
 
 
@@ -97,28 +176,46 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--batch-size", type=int, default=1000, help="rows per stage batch (cluster.batch_size)")
     parser.add_argument("--shard-rows", type=int, default=10_000, help="rows per committed shard (run.shard_rows)")
+    parser.add_argument("--data-context", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="Ray Data limits to apply, e.g. execution_options.resource_limits.object_store_memory=2e8")
+    parser.add_argument("--census", action="store_true", help="count the driver's live objects by type")
+    parser.add_argument("--census-every", type=float, default=30.0, help="seconds between censuses")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "scale.json"))
     args = parser.parse_args()
+    data_context = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.data_context)}
 
     results = []
     with tempfile.TemporaryDirectory(prefix="ee-scale-") as tmp:
         for rows in args.sizes:
-            result = run_size(rows, args.batch_size, args.shard_rows, Path(tmp))
-            print(json.dumps(result), flush=True)
+            result = run_size(rows, args.batch_size, args.shard_rows, Path(tmp), data_context,
+                              args.census_every if args.census else None)
+            compact = {k: v for k, v in result.items() if k not in ("census", "driver_rss_timeline_s_mib")}
+            print(json.dumps(compact), flush=True)
             results.append(result)
+            # Saved after every size: the largest takes minutes, and a stopped run keeps what it measured.
+            save(args.out, results, data_context)
+    save(args.out, results, data_context, final=True)
+
+
+def save(out: str, results: list[dict], data_context: dict, final: bool = False) -> None:
+    """The results so far, with the driver RSS ratio of the largest size to the smallest."""
     smallest, largest = results[0], results[-1]
     ratio = largest["driver_peak_rss_mib"] / smallest["driver_peak_rss_mib"]
     summary = {
         "driver_rss_ratio": round(ratio, 3),
+        "driver_rss_ratio_run": round(largest["driver_peak_rss_run_mib"] / smallest["driver_peak_rss_run_mib"], 3),
         "ratio_of": f"{largest['rows']} / {smallest['rows']} rows",
         "goal": "driver_rss_ratio <= 1.2",
         "goal_met": ratio <= 1.2,
+        "data_context_applied": data_context or "none (Ray Data's defaults; values in each size's data_context)",
+        "complete": final,
         "cpu": os.cpu_count(),
         "backend": "echo (plumbing aid, not a model)",
     }
-    print(json.dumps(summary))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"sizes": results, "summary": summary}, indent=2) + "\n")
+    if final:
+        print(json.dumps(summary))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps({"sizes": results, "summary": summary}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
