@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from engine.config import CONF_DIR, Config, to_config
+from engine.config import CONF_DIR, Config, register, to_config
 from engine.machine import machine_facts
 
 VOCABULARY = ("explain describe compare list summarise rewrite design plan evaluate outline the a of for with "
@@ -54,6 +54,7 @@ def bench_config(model: str, backend: str, args: argparse.Namespace, seeds: Path
                  f"recipe.respond.max_new_tokens={args.answer_tokens}", f"run.progress={args.progress}",
                  f"cluster.batch_size={args.batch_size}", f"scoring.enabled={str(not args.no_scoring).lower()}",
                  "analysis.report=false", *args.override]
+    register()  # conf/config.yaml extends the schema
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return to_config(compose(config_name="config", overrides=overrides))
 

@@ -93,3 +93,19 @@ def test_progress_logs_one_line_per_stage(local_ray, tiny_cfg, tmp_path, caplog)
     stages = {line.split()[2].rstrip(":") for line in lines if "rows/s" in line}
     assert {"Evolve", "Respond"} <= stages
     assert all(re.search(r": \d+/9 rows \(\d+%\), [\d.]+ rows/s, ETA", line) for line in lines if "rows/s" in line)
+
+
+def test_the_scorer_runs_with_its_own_batch_size(local_ray, tiny_cfg, tmp_path):
+    """stages.score.* size the scorer apart from the generators: its batches are its own size, while Evolve and
+    Respond keep the cluster's batch and single actor (which actors of a pool get work is Ray Data's choice, so
+    the pool size itself is checked on the map_batches call in tests/unit/test_pipeline.py)."""
+    tiny_cfg.data.path = str(_seeds(tmp_path, 12))
+    tiny_cfg.cluster.batch_size = 4
+    tiny_cfg.stages.score.pool_size, tiny_cfg.stages.score.batch_size = 2, 2
+    summary = run(tiny_cfg)
+    by_stage = {s["stage"]: s for s in summary["stages"]}
+    assert by_stage["Evolve"]["actors"] == by_stage["Respond"]["actors"] == 1
+    assert 1 <= by_stage["Score"]["actors"] <= 2
+    rows = summary["rows_in"]  # 13: the bad line is carried as a rejected row
+    assert by_stage["Score"]["rows_in"] == rows and by_stage["Score"]["batches"] >= -(-rows // 2)
+    assert by_stage["Evolve"]["batches"] <= -(-rows // 4) + 1

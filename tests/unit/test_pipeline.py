@@ -174,3 +174,31 @@ def test_the_gpu_cluster_sizes_the_scorer_apart_from_the_generators():
     by_name = {spec.name: spec.resources for spec in get_recipe(cfg).stages(1, {})}
     assert by_name["Evolve"].pool_size == by_name["Respond"].pool_size == 4  # the cluster default, overridden
     assert (by_name["Score"].pool_size, by_name["Score"].batch_size) == (2, 256)
+
+
+class Recorded:
+    """A stand-in for a Ray dataset that records the map_batches calls the executor makes."""
+
+    def __init__(self):
+        self.calls: list[dict] = []
+
+    def map_batches(self, fn, **kwargs):
+        self.calls.append({"fn": fn, **kwargs})
+        return self
+
+
+def test_each_model_stage_gets_a_pool_batch_and_reservation_of_its_own():
+    from engine.runner import RayExecutor
+
+    cfg = Config()
+    cfg.cluster.pool_size, cfg.cluster.batch_size = 1, 16
+    cfg.stages.score.pool_size, cfg.stages.score.batch_size, cfg.stages.score.num_gpus = 3, 64, 1.0
+    cfg.stages.evolve.memory_gb = 2.0
+    ds = Recorded()
+    RayExecutor(cfg).apply_stages(ds, get_recipe(cfg).stages(1, {}))
+    evolve, respond, score = ds.calls  # Eliminate runs in the evolver's actors
+    assert [s.name for s in evolve["fn_constructor_kwargs"]["specs"]] == ["Evolve", "Eliminate"]
+    assert (evolve["compute"].min_size, evolve["batch_size"], evolve["memory"]) == (1, 16, 2 * 1024**3)
+    assert (respond["compute"].max_size, respond["batch_size"], "num_gpus" in respond) == (1, 16, False)
+    assert (score["compute"].min_size, score["compute"].max_size, score["batch_size"], score["num_gpus"]) == \
+        (3, 3, 64, 1.0)
