@@ -23,12 +23,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import statistics
 import time
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
+from engine.bench import spread
 from engine.config import Config, ModelConfig
 from engine.records import records_from_rows
 from engine.machine import machine_facts
@@ -65,10 +65,10 @@ class Timer:
 
 def summarise(runs: list[dict]) -> dict:
     """The median run's figures, with min / median / max of tokens/s over the repeats."""
-    rates = [r["tokens_per_s"] for r in runs]
+    rates = spread([r["tokens_per_s"] for r in runs])  # engine.bench's min / median / max
     median = sorted(runs, key=lambda r: r["tokens_per_s"])[len(runs) // 2]
-    return {**median, "repeats": len(runs),
-            "tokens_per_s_min_median_max": [min(rates), round(statistics.median(rates), 2), max(rates)]}
+    return {**median, "repeats": rates["n"],
+            "tokens_per_s_min_median_max": [rates["min"], round(rates["median"], 2), rates["max"]]}
 
 
 def rate(seconds: float, rows: int, tokens: int) -> dict:
