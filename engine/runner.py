@@ -292,7 +292,7 @@ def _split_shards(batch, out: str, round_num: int) -> dict:
 
 def analyse(cfg: Config, source: list[Path] | pa.Table, columns: list[str] | None, specs: list[StageSpec],
             sink) -> None:
-    """The analysis suite's model stages (engine.analyze, engine.judge) over rows read from `source` (Parquet
+    """The analysis suite's model stages (engine.analyze, engine.pairwise) over rows read from `source` (Parquet
     files, reading `columns`, or a table built on the driver): run `specs` in actor pools, and hand each output
     batch to `sink` on the driver as it arrives."""
     if any(spec.stage.__name__ in ("Judge", "PairwiseJudge") for spec in specs):
