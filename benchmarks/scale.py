@@ -11,8 +11,8 @@ The driver runs under a small wrapper (DRIVER) that first applies the Ray Data l
 --data-context (DataContext fields, e.g. `execution_options.resource_limits.object_store_memory=2e8`) and
 records the DataContext values that bound memory, so each result says which limits it ran under. With
 --census the driver also counts its live Python objects by type every --census-every seconds (gc.get_objects:
-containers only), so what grows with the row count shows by name; the census costs the driver a transient list
-of its objects, the same at every size."""
+containers only) and names the types that grew most since its first count, so what grows with the rows shows by
+name; the census costs the driver a transient list of its objects, about the same at every size."""
 
 from __future__ import annotations
 
@@ -99,13 +99,15 @@ with open(os.environ["EE_SCALE_CONTEXT_OUT"], "w") as handle:
     json.dump({key: resolve(key) for key in json.loads(os.environ["EE_SCALE_FIELDS"])}, handle)
 
 def census(path, every):
-    me, started = psutil.Process(), time.monotonic()
+    me, started, first = psutil.Process(), time.monotonic(), None
     while True:
         time.sleep(every)
-        counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+        counts = collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
+        first = first or counts
         with open(path, "a") as handle:
             handle.write(json.dumps({"s": round(time.monotonic() - started), "rss_mib": round(me.memory_info().rss / 2**20, 1),
-                                     "objects": sum(counts.values()), "top": counts.most_common(12)}) + "\\n")
+                                     "objects": sum(counts.values()), "top": counts.most_common(12),
+                                     "grew_since_first": (counts - first).most_common(12)}) + "\\n")
 
 if os.environ.get("EE_SCALE_CENSUS"):
     every = float(os.environ["EE_SCALE_CENSUS_EVERY"])
@@ -130,6 +132,7 @@ def run_size(rows: int, batch_size: int, shard_rows: int, tmp: Path, data_contex
         env.update(EE_SCALE_CENSUS=str(census_path), EE_SCALE_CENSUS_EVERY=str(census_every))
     env.pop("RAY_ADDRESS", None)
     peaks = dict.fromkeys(("driver", "worker_max", "workers_total", "ray_system"), 0)
+    load_before = os.getloadavg()[0]  # other work on the machine slows the run (RSS much less)
     timeline = []  # (seconds, driver RSS MiB) every 5 s: when the driver grows, not only how much
     started = time.perf_counter()
     with open(tmp / f"log-{rows}.txt", "w") as log:
@@ -165,6 +168,7 @@ def run_size(rows: int, batch_size: int, shard_rows: int, tmp: Path, data_contex
         "ray_system_peak_rss_mib": round(peaks["ray_system"] / MiB, 1),
         "batch_size": batch_size,
         "shard_rows": shard_rows,
+        "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],  # at start and end
         "data_context": json.loads((tmp / f"context-{rows}.json").read_text()),
         "driver_rss_timeline_s_mib": timeline,
         "census": [json.loads(line) for line in census_path.open()] if census_path.exists() else None,
@@ -201,12 +205,13 @@ def save(out: str, results: list[dict], data_context: dict, final: bool = False)
     """The results so far, with the driver RSS ratio of the largest size to the smallest."""
     smallest, largest = results[0], results[-1]
     ratio = largest["driver_peak_rss_mib"] / smallest["driver_peak_rss_mib"]
+    run_ratio = largest["driver_peak_rss_run_mib"] / smallest["driver_peak_rss_run_mib"]
     summary = {
-        "driver_rss_ratio": round(ratio, 3),
-        "driver_rss_ratio_run": round(largest["driver_peak_rss_run_mib"] / smallest["driver_peak_rss_run_mib"], 3),
+        "driver_rss_ratio": round(ratio, 3),  # whole command: the report's fixed ~50 MiB after the run dilutes it
+        "driver_rss_ratio_run": round(run_ratio, 3),  # the run alone: what the goal is about
         "ratio_of": f"{largest['rows']} / {smallest['rows']} rows",
-        "goal": "driver_rss_ratio <= 1.2",
-        "goal_met": ratio <= 1.2,
+        "goal": "driver_rss_ratio_run <= 1.2 (the run alone, before the HTML report)",
+        "goal_met": run_ratio <= 1.2,
         "data_context_applied": data_context or "none (Ray Data's defaults; values in each size's data_context)",
         "complete": final,
         "cpu": os.cpu_count(),
