@@ -59,7 +59,7 @@ def real_rows(engine):
 SCORES = ("l_q", "l_a_given_q", "l_a", "ifd", "ic_ifd")
 
 
-def scores(stage: Score, rows: list[dict]) -> dict[str, np.ndarray]:
+def scores(stage, rows: list[dict]) -> dict[str, np.ndarray]:
     out = stage(records_from_rows(rows))
     assert list(out["status"]) == ["ok"] * len(rows), out["reason"]
     return {name: np.asarray(out[name], dtype=np.float64) for name in SCORES}
