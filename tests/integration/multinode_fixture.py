@@ -143,9 +143,13 @@ def _node_args(temp_dir: str, num_cpus: float, resources: dict) -> dict:
 
 def _serve(temp_dir: str) -> None:
     """Build the cluster, then obey stdin until `quit` or EOF; always remove every node on the way out."""
+    import ray._private.utils
     from ray._private import ray_constants
     from ray.cluster_utils import Cluster
 
+    # Cluster.add_node records the head in /tmp/ray/ray_current_cluster, where `ray.init(address="auto")` and the
+    # ray CLI of anyone else on this machine would find it: this cluster is the test's alone.
+    ray._private.utils.write_ray_address = lambda *args, **kwargs: None
     cluster = Cluster(shutdown_at_exit=False)
     workers = {}
 
@@ -163,7 +167,7 @@ def _serve(temp_dir: str) -> None:
 
     try:
         head = _node_args(temp_dir, HEAD_CPUS, {})
-        head.update(gcs_server_port=_free_port(), ray_client_server_port=_free_port(),
+        head.update(gcs_server_port=_free_port(), ray_client_server_port=_free_port(), dashboard_port=_free_port(),
                     dashboard_agent_listen_port=_free_port())
         cluster.add_node(**head)
         for name, cpus in WORKER_CPUS.items():
