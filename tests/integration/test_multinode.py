@@ -100,3 +100,47 @@ def test_losing_the_stage_node_mid_round_loses_and_duplicates_no_row(multinode, 
         assert summary["resumed"]["rows_reused"] >= sum(e["rows"] for e in before)
     else:
         assert summary["resumed"] == reused
+
+
+def test_a_run_stopped_after_losing_its_node_resumes_from_its_committed_shards(multinode, tmp_path):
+    """No replacement this time: the pinned actors have nowhere to go, so the round stalls (Ray waits for a node
+    offering node_b) until the job is stopped, here by SIGKILL. Once a node_b joins, the same command finishes
+    the round from the shards committed before the loss and says so in summary.json."""
+    rows = 800
+    seeds = write_seeds(tmp_path / "seeds.jsonl", rows)
+    out = tmp_path / "out"
+    command = engine_command(out, seeds, *ECHO, PIN)
+    log = tmp_path / "first.log"
+    driver = start_driver(command, multinode.env, log)
+    try:
+        wait_for(lambda: shard_entries(out), 180, "the first committed shard", driver)
+        multinode.kill_worker("node_b")
+        # Blocks already past the stages may still commit; then nothing moves and the driver waits.
+        quiet_since, seen = time.monotonic(), len(shard_entries(out))
+        deadline = time.monotonic() + 90
+        while time.monotonic() - quiet_since < 10 and driver.poll() is None:
+            assert time.monotonic() < deadline, "shards kept committing with the stage node gone"
+            if len(shard_entries(out)) != seen:
+                quiet_since, seen = time.monotonic(), len(shard_entries(out))
+            time.sleep(0.5)
+        stalled = driver.poll() is None
+        driver.kill()
+        driver.wait(timeout=30)
+    finally:
+        driver.kill()
+    if not stalled:  # it gave up on its own: with a message, not silently
+        last = [line for line in log.read_text().splitlines() if line.strip()][-5:]
+        assert driver.returncode != 0 and any("rror" in line for line in last), "\n".join(last)
+    before = shard_entries(out)
+    assert 0 < committed_rows(out) < rows and not (out / "summary.json").exists()
+
+    multinode.add_worker("node_b")
+    rerun = subprocess.run(command, cwd=REPO, env=multinode.env, capture_output=True, text=True,
+                           timeout=ROUND_TIMEOUT_S)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert_exactly_once(out, rows)
+    assert shard_entries(out)[: len(before)] == before
+    assert committed_rows(out) == rows
+    reused = {e["file"]: e["rows"] for e in before}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["resumed"] == {"shards_reused": len(reused), "rows_reused": sum(reused.values())}
