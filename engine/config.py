@@ -126,13 +126,16 @@ class ClusterConfig:
     # a pool per model stage, so the stages pipeline across pools. benchmarks/pipeline_overhead.py measures both.
     fuse_stages: bool = False
     read_batch_rows: int = 1000
-    # Failure policy, set deliberately rather than inherited: a killed actor is restarted and its in-flight
-    # batches retried (costing time, not rows); a block whose retries are exhausted fails the run unless
-    # max_errored_blocks allows it (those rows would then be missing, which the row-count check reports).
+    # Failure policy: a killed actor is restarted and its in-flight batches retried (costing time, not rows); a
+    # block whose retries are exhausted fails the run unless max_errored_blocks allows it (those rows would then
+    # be missing, which the row-count check reports).
     max_errored_blocks: int = 0
-    actor_max_restarts: int = 8  # restarts of one stage actor (Ray's default is unbounded)
-    actor_max_task_retries: int = 8  # retries of a batch whose actor died
-    task_max_retries: int = 8  # retries of a cheap-stage / read / commit task whose worker died
+    # None: Ray Data's own policy (a dead actor restarts and its batches and dead tasks are retried, on system
+    # failures only, without limit). A number bounds it, but Ray 2.60 takes that only through map_batches'
+    # deprecated **ray_remote_args (a RayDeprecationWarning; removed in Ray 2.64), so it is passed only when set.
+    actor_max_restarts: Optional[int] = None  # restarts of one stage actor
+    actor_max_task_retries: Optional[int] = None  # retries of a batch whose actor died
+    task_max_retries: Optional[int] = None  # retries of a cheap-stage / read / commit task whose worker died
 
 
 @dataclass

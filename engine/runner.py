@@ -265,10 +265,17 @@ class RayExecutor:
         return {"num_cpus": CHEAP_TASK_CPUS, **self._task_retries()}
 
     def _task_retries(self) -> dict:
-        return {"max_retries": self.cluster.task_max_retries}
+        return _given(max_retries=self.cluster.task_max_retries)
 
     def _actor_retries(self) -> dict:
-        return {"max_restarts": self.cluster.actor_max_restarts, "max_task_retries": self.cluster.actor_max_task_retries}
+        return _given(max_restarts=self.cluster.actor_max_restarts,
+                      max_task_retries=self.cluster.actor_max_task_retries)
+
+
+def _given(**settings) -> dict:
+    """Only the retry bounds a user set: Ray Data's own unbounded policy otherwise, and then no deprecated
+    ray_remote_args (Ray 2.60 has no named map_batches parameter for them)."""
+    return {name: value for name, value in settings.items() if value is not None}
 
 
 class _Holder:
