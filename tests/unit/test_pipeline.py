@@ -202,3 +202,16 @@ def test_each_model_stage_gets_a_pool_batch_and_reservation_of_its_own():
     assert (respond["compute"].max_size, respond["batch_size"], "num_gpus" in respond) == (1, 16, False)
     assert (score["compute"].min_size, score["compute"].max_size, score["batch_size"], score["num_gpus"]) == \
         (3, 3, 64, 1.0)
+
+
+def test_retry_bounds_reach_ray_only_when_set():
+    from engine.runner import RayExecutor
+
+    cfg = Config()
+    ds = Recorded()
+    RayExecutor(cfg).apply_stages(ds, get_recipe(cfg).stages(1, {}))
+    assert not any({"max_restarts", "max_task_retries", "max_retries"} & call.keys() for call in ds.calls)
+    cfg.cluster.actor_max_restarts, cfg.cluster.actor_max_task_retries = 2, 3
+    ds = Recorded()
+    RayExecutor(cfg).apply_stages(ds, get_recipe(cfg).stages(1, {}))
+    assert all((call["max_restarts"], call["max_task_retries"]) == (2, 3) for call in ds.calls)
