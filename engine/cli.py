@@ -14,6 +14,7 @@ from engine.backends.base import BackendUnavailable
 from engine.config import CONF_DIR, ConfigError, register, to_config
 from engine.io.layout import RunLayout
 from engine.io.readers import InputError
+from engine.io.storage import Storage
 
 log = logging.getLogger("engine")
 NO_ROWS_EXIT = 3  # the run finished and wrote its outputs, but kept no row (2: refused before running)
@@ -24,13 +25,17 @@ register()
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def app(raw: DictConfig) -> None:
     cfg = to_config(raw)
-    out = Path(cfg.run.output_dir)
+    storage = Storage.resolve(cfg.run.output_dir)
+    out = storage.root
     from engine.runner import run  # imports ray: only once the config is valid
 
     try:
         if cfg.compare.evolvers:  # experiment=slm_vs_llm: every evolver on the same seeds, joined by seed id
             from engine.compare import run_comparison
 
+            if not storage.local:
+                raise ConfigError(f"an evolver comparison writes to a local or mounted folder; "
+                                  f"run.output_dir={cfg.run.output_dir} is on {storage.fs.type_name}")
             summary = run_comparison(cfg, config_text=OmegaConf.to_yaml(raw, resolve=True))
             print(json.dumps(summary["join"]))
             dirs = "".join(f"{name}/, " for name in summary["compare"])
@@ -45,8 +50,12 @@ def app(raw: DictConfig) -> None:
         sys.exit(2)
     keys = ("rows_in", "rows_out", "rows_rejected", "rejected_by_reason", "wall_time_s")
     print(json.dumps({k: summary[k] for k in keys}))
-    print(f"outputs in {out.resolve()} (summary.json, data/, alpaca/, sharegpt/, messages/, rejects/, config.yaml)")
-    if cfg.analysis.report:
+    where = out.resolve() if storage.local else storage.describe()
+    print(f"outputs in {where} (summary.json, data/, alpaca/, sharegpt/, messages/, rejects/, config.yaml)")
+    if cfg.analysis.report and not storage.local:
+        log.info("no HTML report for an output on %s: copy %s to a local folder and run "
+                 "`python -m engine.report DIR`", storage.fs.type_name, storage.describe())
+    elif cfg.analysis.report:
         write_report([out])
     if summary["rows_out"] == 0:
         log.error("%s", no_rows_message(summary, out))

@@ -366,8 +366,20 @@ class ConfigError(ValueError):
 
 
 def register() -> None:
-    """Register the schema so `conf/config.yaml` can extend it (`defaults: [config_schema, ...]`)."""
+    """Register the schema so `conf/config.yaml` can extend it (`defaults: [config_schema, ...]`), and the
+    resolver its `hydra.run.dir` uses."""
     ConfigStore.instance().store(name="config_schema", node=Config)
+    OmegaConf.register_new_resolver("hydra_dir", hydra_dir, replace=True)
+
+
+def hydra_dir(output_dir: str) -> str:
+    """Where Hydra keeps its .hydra/ record of a run: the run folder when it is local (a plain path or a file://
+    URI); for an object-store URI, a local folder named after it (Hydra writes local files only; the engine saves
+    config.yaml in the run folder itself)."""
+    if "://" not in output_dir:
+        return output_dir
+    scheme, path = output_dir.split("://", 1)
+    return path if scheme == "file" else str(Path("outputs") / "remote" / scheme / path.lstrip("/"))
 
 
 def to_config(cfg: Any) -> Config:

@@ -10,7 +10,6 @@ Exactly once and resumable: every committed ledger shard and finished round is j
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Protocol
@@ -53,8 +52,9 @@ def run(cfg: Config, executor: Executor, config_text: str | None = None) -> dict
     """Run the recipe for all its rounds and write every output; returns the run summary. `config_text`, the
     resolved config as YAML, is saved as config.yaml once the output directory is known to belong to this run."""
     started = time.perf_counter()
-    layout = RunLayout(Path(cfg.run.output_dir))
-    layout.root.mkdir(parents=True, exist_ok=True)
+    layout = RunLayout.at(cfg.run.output_dir)
+    storage = layout.store
+    storage.makedirs(layout.root)
     recipe = get_recipe(cfg)
     check_select(cfg.select, cfg.scoring.enabled)
     files, skipped = (hf_cache_files(cfg.data), []) if cfg.data.source == "hf" else list_input_files(seed_source(cfg))
@@ -64,14 +64,14 @@ def run(cfg: Config, executor: Executor, config_text: str | None = None) -> dict
     check_schema(files, shape, cfg.data, cfg.data.schema_check_rows)
     try:
         digest = config_hash(cfg, {"data_shape": shape.as_dict()})
-        manifest = Manifest.open(layout.root, digest, input_fingerprint(files), cfg.run.resume, shape.as_dict())
+        manifest = Manifest.open(storage, digest, input_fingerprint(files), cfg.run.resume, shape.as_dict())
     except ResumeRefused as err:
         raise ConfigError(str(err)) from err
     if config_text is not None:
-        layout.config.write_text(config_text)
+        storage.write_text(layout.config, config_text)
     if not manifest.entries:  # a fresh run: nothing of an earlier one may mix in
         for target in layout.outputs():
-            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+            storage.remove(target)
     rounds: list[RoundCounts] = []
     decisions = manifest.setup_decisions()
     total_rounds, nodes, started_executor = recipe.num_rounds(), 1, False
@@ -101,8 +101,8 @@ def run(cfg: Config, executor: Executor, config_text: str | None = None) -> dict
     summary = build_summary(cfg, recipe, rounds, files, skipped, time.perf_counter() - started,
                             manifest.header["config_hash"], nodes, gpus, decisions)
     summary["data_shape"] = shape.as_dict()
-    write_dataset_info(layout.root, [r.round for r in rounds], prefix=f"{cfg.recipe.name}_{cfg.model.name}")
-    write_json(layout.summary, summary)
+    write_dataset_info(storage, [r.round for r in rounds], prefix=f"{cfg.recipe.name}_{cfg.model.name}")
+    write_json(layout.summary, summary, storage)
     return summary
 
 
@@ -131,7 +131,7 @@ def run_round(recipe: Recipe, executor: Executor, layout: RunLayout, manifest: M
         log.info("round %d expands its rows: restarting it rather than resuming", round_num)
         manifest.reset_round(round_num)
         committed = {}
-    drop_orphans(ledger, committed)
+    drop_orphans(ledger, committed, layout.store)
     reused_rows, reused_shards = sum(e["rows"] for e in committed.values()), len(committed)
     if reused_shards:
         log.info("round %d: %d rows in %d committed shards reused", round_num, reused_rows, reused_shards)
@@ -153,13 +153,13 @@ def run_round(recipe: Recipe, executor: Executor, layout: RunLayout, manifest: M
         expected = written
     if written != expected:
         raise RowsLost(f"round {round_num}: {expected} rows went in but the committed shards hold {written}")
-    shutil.rmtree(layout.selected(round_num), ignore_errors=True)
+    layout.store.remove(layout.selected(round_num))
     recorded = None
     for step in recipe.after_round(round_num, final):
-        plan = step.plan(files)
+        plan = step.plan(files, layout.store)
         files = executor.apply(files, step.spec(plan), layout.selected(round_num) / step.name)
         recorded = step.record(plan)
-    shutil.rmtree(layout.data(round_num), ignore_errors=True)
+    layout.store.remove(layout.data(round_num))
     counts = executor.split(files, layout, round_num)
     counts.selection = recorded
     counts.reused_shards, counts.reused_rows = reused_shards, reused_rows
@@ -167,8 +167,8 @@ def run_round(recipe: Recipe, executor: Executor, layout: RunLayout, manifest: M
     if counts.rows_in != expected:
         raise RowsLost(f"round {round_num}: {expected} rows went in but {counts.rows_in} came out (ok + rejected)")
     manifest.record_round(round_num, counts.state())
-    shutil.rmtree(ledger, ignore_errors=True)  # every row is now in data/ or rejects/, and journaled
-    shutil.rmtree(layout.selected(round_num), ignore_errors=True)
+    layout.store.remove(ledger)  # every row is now in data/ or rejects/, and journaled
+    layout.store.remove(layout.selected(round_num))
     log.info("round %d: %d in, %d out, %d rejected (%s) in %.1f s", round_num, counts.rows_in, counts.rows_out,
              counts.rows_rejected, dict(counts.rejected_by_reason), time.perf_counter() - round_started)
     return counts

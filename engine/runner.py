@@ -27,6 +27,7 @@ from engine.io.layout import RunLayout
 from engine.io.ledger import commit_shard, done_keys, without_done
 from engine.io.seeds import SeedPlan, read_files
 from engine.io.sinks import RoundCounts, join_parts, split_round, split_shard
+from engine.io.storage import Storage
 from engine.progress import ProgressBoard, progress_mode
 from engine.recipes.base import Expansion
 from engine.stages.spec import Resources, StageSpec
@@ -153,6 +154,14 @@ class RayExecutor:
         self.cfg = cfg
         self.cluster = cfg.cluster
         self.started_ray = False
+        self._storage: Storage | None = None
+
+    @property
+    def storage(self) -> Storage:
+        """The filesystem of run.output_dir, handed to every task that reads or writes the run folder."""
+        if self._storage is None:
+            self._storage = Storage.resolve(self.cfg.run.output_dir)
+        return self._storage
 
     # --- the cluster
     def start(self) -> int:
@@ -183,11 +192,11 @@ class RayExecutor:
         return ray.data.from_arrow(pa.table(batch))
 
     def read(self, files: list[Path]) -> "ray.data.Dataset":
-        return ray.data.read_parquet([str(f) for f in files])
+        return ray.data.read_parquet([str(f) for f in files], filesystem=self.storage.ray_filesystem)
 
     def drop_done(self, ds, files: list[Path], round_num: int) -> "ray.data.Dataset":
         """The round's input without the rows committed shards already hold (resume)."""
-        done = ray.put(done_keys(files, round_num))
+        done = ray.put(done_keys(files, round_num, self.storage))
         return ds.map_batches(partial(_drop_rows, done=done), batch_format="pyarrow", batch_size=None,
                               **self._task_args())
 
@@ -226,28 +235,31 @@ class RayExecutor:
         ds = ds.repartition(target_num_rows_per_block=group_resources(specs[:1]).batch_size)
         with progress_lines(self.cfg, round_num, expected) as progress:
             ds = self.apply_stages(ds, specs, progress)
-            written = ds.map_batches(partial(commit_shard, ledger=str(ledger)), batch_format="pyarrow",
-                                     batch_size=shard_rows, udf_modifying_row_count=True, **self._task_args())
+            commit = partial(commit_shard, ledger=str(ledger), storage=self.storage)
+            written = ds.map_batches(commit, batch_format="pyarrow", batch_size=shard_rows,
+                                     udf_modifying_row_count=True, **self._task_args())
             for row in written.iter_rows():
                 yield row["file"], int(row["rows"]), int(row["ok"])
 
     def apply(self, files: list[Path], spec: StageSpec, folder: Path) -> list[Path]:
         """A whole-round step's stage over the round's shards, written to `folder`; returns its files."""
-        self.apply_stages(self.read(files), [spec]).write_parquet(str(folder))
-        return sorted(folder.glob("*.parquet"))
+        self.apply_stages(self.read(files), [spec]).write_parquet(str(folder),
+                                                                  filesystem=self.storage.ray_filesystem)
+        return self.storage.files(folder, ".parquet")
 
     def split(self, files: list[Path], layout: RunLayout, round_num: int) -> RoundCounts:
         """The round's outputs from its shards: one task per shard writes its data, export and rejects parts (the
         driver never holds rows), then the driver adds up the counts and joins the parts."""
+        storage = layout.store
         if not files:
-            return split_round([], layout.root, round_num)
+            return split_round([], storage, round_num)
         items = [{"file": str(f), "index": i} for i, f in enumerate(files)]
         done = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-            partial(_split_shards, out=str(layout.root), round_num=round_num), batch_size=1, **self._task_args())
+            partial(_split_shards, out=storage, round_num=round_num), batch_size=1, **self._task_args())
         counts = RoundCounts(round=round_num)
         for row in done.iter_rows():
             counts.merge(RoundCounts.from_state(json.loads(row["counts"])))
-        join_parts(layout.root, round_num, len(files))
+        join_parts(storage, round_num, len(files))
         return counts
 
     def call(self, spec: StageSpec, method: str, *args):
@@ -292,8 +304,8 @@ def _drop_rows(batch: pa.Table, done) -> pa.Table:
     return without_done(batch, ray.get(done))
 
 
-def _split_shards(batch, out: str, round_num: int) -> dict:
-    counts = [split_shard(Path(f), Path(out), round_num, int(i)) for f, i in zip(batch["file"], batch["index"])]
+def _split_shards(batch, out: Storage, round_num: int) -> dict:
+    counts = [split_shard(Path(f), out, round_num, int(i)) for f, i in zip(batch["file"], batch["index"])]
     return {"counts": np.array([json.dumps(c.state()) for c in counts], dtype=object)}
 
 

@@ -18,8 +18,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from engine.io.storage import Storage
 
 EXPORT_KINDS = ("alpaca", "sharegpt", "messages")
 ROUND_DIR = re.compile(r"^round_(\d+)$")
@@ -27,12 +29,25 @@ ROUND_DIR = re.compile(r"^round_(\d+)$")
 
 @dataclass(frozen=True)
 class RunLayout:
-    """Paths of one run directory."""
+    """Paths of one run directory. `storage` is the filesystem they are on (engine/io/storage.py); None: the
+    local folder `root`."""
 
     root: Path
+    storage: Storage | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
+
+    @classmethod
+    def at(cls, output_dir: "str | Path | Storage") -> "RunLayout":
+        """The layout of `run.output_dir` as given: a local path or a pyarrow-filesystem URI."""
+        storage = Storage.resolve(output_dir)
+        return cls(storage.root, storage)
+
+    @property
+    def store(self) -> Storage:
+        """The filesystem the run folder is on."""
+        return self.storage if self.storage is not None else Storage.resolve(self.root)
 
     # --- files at the top
     @property
@@ -78,12 +93,12 @@ class RunLayout:
 
     def rounds(self) -> list[int]:
         """Rounds with a data folder, ascending."""
-        folder = self.root / "data"
-        found = [int(m.group(1)) for d in folder.glob("round_*") if d.is_dir() and (m := ROUND_DIR.match(d.name))]
+        entries = self.store.entries(self.root / "data")
+        found = [int(m.group(1)) for d, is_dir in entries if is_dir and (m := ROUND_DIR.match(d.name))]
         return sorted(found)
 
     def data_files(self, round_num: int) -> list[Path]:
-        return sorted(self.data(round_num).glob("*.parquet"))
+        return self.store.files(self.data(round_num), ".parquet")
 
     def final_round(self) -> int | None:
         """The largest round with a data folder (the run's output); None before any round was written."""

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from engine.io.storage import Storage
 from engine.records import STATUS_OK
 
 log = logging.getLogger("engine.io")
@@ -27,33 +27,35 @@ def shard_name(ids: list[str]) -> str:
     return f"part-{digest.hexdigest()}.parquet"
 
 
-def commit_shard(batch: pa.Table, ledger: str) -> pa.Table:
-    """Write one shard of the round's ledger atomically (write, then rename); returns its (file, rows, ok)."""
+def commit_shard(batch: pa.Table, ledger: str, storage: Storage | None = None) -> pa.Table:
+    """Write one shard of the round's ledger; returns its (file, rows, ok). Locally it is atomic by itself (write,
+    then rename); on an object store it is written under its final name, and only the manifest entry the driver
+    adds for it makes it count (`drop_orphans` deletes it otherwise). Either way a retry rewrites the same name."""
     if batch.num_rows == 0:
         return COMMITTED.empty_table()
+    storage = storage or Storage.resolve(ledger)
     name = shard_name(batch["id"].to_pylist())
     target = Path(ledger) / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{name}.{os.getpid()}.tmp")
-    pq.write_table(batch, tmp)
-    os.replace(tmp, target)
+    storage.makedirs(target.parent)
+    storage.write_table(batch, target, tmp_name=f".{name}.{os.getpid()}.tmp")
     ok = int(pc.sum(pc.equal(batch["status"], STATUS_OK)).as_py() or 0)
     return pa.table({"file": [name], "rows": [batch.num_rows], "ok": [ok]}, schema=COMMITTED)
 
 
-def drop_orphans(ledger: Path, committed: dict) -> None:
+def drop_orphans(ledger: Path, committed: dict, storage: Storage | None = None) -> None:
     """Delete ledger files the manifest does not list: written, but the run died before journaling them."""
-    for path in ledger.glob("*") if ledger.is_dir() else ():
+    storage = storage or Storage.resolve(ledger)
+    for path in storage.files(ledger):
         if path.name not in committed:
-            log.info("removing uncommitted %s", path)
-            path.unlink()
+            log.info("removing uncommitted %s", storage.describe(path))
+            storage.remove(path)
 
 
-def done_keys(files: list[Path], round_num: int) -> pa.Array:
+def done_keys(files: list[Path], round_num: int, storage: Storage | None = None) -> pa.Array:
     """The round-input ids the committed shards already hold: the parent of an evolved row, else its own id."""
     keys = []
     for path in files:
-        table = pq.read_table(path, columns=["id", "parent_id", "round"])
+        table = (storage or Storage.resolve(path)).read_table(path, columns=["id", "parent_id", "round"])
         evolved = pc.equal(table["round"], round_num)
         keys.append(pc.if_else(evolved, table["parent_id"], table["id"]).combine_chunks())
     return pa.concat_arrays(keys) if keys else pa.array([], pa.string())

@@ -4,15 +4,18 @@ Line 1 names the run (config hash, input fingerprint). Then, in order of commit:
   {"kind": "shard", "round": R, "file": "part-<digest>.parquet", "rows": n, ...}  a ledger shard is complete
   {"kind": "round", "round": R, "counts": {...}}                                round R's outputs are written
 A shard file counts only once its line is here: files without one (a crash between rename and journal) are
-orphans that resume deletes and recomputes. Each line is flushed and fsynced; a torn last line is ignored."""
+orphans that resume deletes and recomputes. Each line is flushed and fsynced; a torn last line is ignored.
+On an object store (engine/io/storage.py), which cannot append, every entry rewrites the whole journal object
+(it is small): the upload completing is the commit."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
+
+from engine.io.storage import Storage
 
 log = logging.getLogger("engine.io")
 
@@ -40,38 +43,42 @@ def input_fingerprint(files: list[Path]) -> list[dict]:
 class Manifest:
     """The journal of one output directory."""
 
-    def __init__(self, path: Path, header: dict, entries: list[dict]):
+    def __init__(self, path: Path, header: dict, entries: list[dict], storage: Storage | None = None):
         self.path = path
         self.header = header
         self.entries = entries
+        self.storage = storage or Storage.resolve(path.parent)
 
     @classmethod
-    def open(cls, output_dir: Path, config_hash: str, inputs: list[dict], resume: bool,
+    def open(cls, output_dir: "Path | str | Storage", config_hash: str, inputs: list[dict], resume: bool,
              data_shape: dict | None = None) -> "Manifest":
         """The manifest to continue (same config and inputs) or a new one; refuses a mismatch when resuming.
-        `data_shape` is the field mapping the rows are read with (part of `config_hash`, kept readable here)."""
-        path = Path(output_dir) / MANIFEST
+        `output_dir` is a local folder, a URI or a Storage. `data_shape` is the field mapping the rows are read
+        with (part of `config_hash`, kept readable here)."""
+        storage = Storage.resolve(output_dir)
+        output_dir = storage.describe()
+        path = storage.root / MANIFEST
         header = {"kind": "run", "version": VERSION, "config_hash": config_hash, "inputs": inputs,
                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if data_shape is not None:
             header["data_shape"] = data_shape
-        if resume and path.exists():
-            lines = read_lines(path)
+        if resume and storage.exists(path):
+            lines = read_lines(path, storage)
             if lines and lines[0].get("kind") == "run":
                 old = lines[0]
                 _check_same(old, config_hash, inputs, output_dir, data_shape)
                 log.info("resuming %s: %d journal entries", output_dir, len(lines) - 1)
-                _rewrite(path, lines)  # without a torn last line, so new entries start on a line of their own
-                return cls(path, old, lines[1:])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _rewrite(path, [header])
-        return cls(path, header, [])
+                _rewrite(storage, path, lines)  # without a torn last line: new entries start on a line of their own
+                return cls(path, old, lines[1:], storage)
+        storage.makedirs(path.parent)
+        _rewrite(storage, path, [header])
+        return cls(path, header, [], storage)
 
     def append(self, entry: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        if self.storage.local:
+            self.storage.append_text(self.path, json.dumps(entry, ensure_ascii=False) + "\n")
+        else:
+            _rewrite(self.storage, self.path, [self.header, *self.entries, entry])
         self.entries.append(entry)
 
     def record_shard(self, round_num: int, file: str, rows: int, ok: int) -> None:
@@ -112,19 +119,14 @@ class Manifest:
         return done[-1]["counts"] if done else None
 
 
-def _rewrite(path: Path, entries: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(entry, ensure_ascii=False) + "\n" for entry in entries)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+def _rewrite(storage: Storage, path: Path, entries: list[dict]) -> None:
+    storage.write_text(path, "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in entries), durable=True)
 
 
-def read_lines(path: Path) -> list[dict]:
+def read_lines(path: Path, storage: Storage | None = None) -> list[dict]:
     """The journal's entries; a torn last line (the process died mid-write) is dropped."""
     entries = []
-    raw = Path(path).read_text(encoding="utf-8").split("\n")
+    raw = (storage or Storage.resolve(Path(path).parent)).read_text(path).split("\n")
     for number, line in enumerate(raw, 1):
         if not line.strip():
             continue

@@ -4,7 +4,6 @@ and the rejects file."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import pyarrow.parquet as pq
 
 from engine.io.exporters import EXPORT_FORMATS, TEXT_COLUMNS, dataset_info_entries, write_lines
 from engine.io.layout import RunLayout
+from engine.io.storage import Storage
 from engine import throughput
 from engine.records import STATUS_OK
 from engine import output_space
@@ -114,77 +114,72 @@ def _nested(counters: dict) -> dict:
     return {key: dict(sorted(counter.items())) for key, counter in sorted(counters.items())}
 
 
-def _open_tmp(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return open(path.with_name(path.name + ".tmp"), "w", encoding="utf-8")
-
-
-def _commit(handle, path: Path) -> None:
-    handle.close()
-    os.replace(handle.name, path)
-
-
 def _jsonl(handle, rows: list[dict]) -> None:
     for row in rows:
         handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def split_shard(ledger_file: Path, output_dir: Path, round_num: int, index: int) -> RoundCounts:
+def split_shard(ledger_file: Path, output_dir: "Path | str | Storage", round_num: int, index: int) -> RoundCounts:
     """Split one ledger shard (every row, ok or rejected) into the round's outputs: the kept rows as
     data/round_R/part-<index>.parquet, and the alpaca, sharegpt, messages and rejects lines as numbered parts that
     `join_parts` concatenates. Streams in batches of READ_ROWS rows: bounded memory. Safe to rerun (every file is
-    replaced atomically)."""
+    replaced whole: renamed into place locally, uploaded under its name on an object store)."""
     counts = RoundCounts(round=round_num)
-    layout = RunLayout(output_dir)
+    layout = RunLayout.at(output_dir)
+    storage = layout.store
     data_dir = layout.data(round_num)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    parts = {kind: layout.part(kind, round_num, index) for kind in (*EXPORT_FORMATS, "rejects")}
-    handles = {kind: _open_tmp(path) for kind, path in parts.items()}
-    rejects = handles["rejects"]
-    final = data_dir / f"part-{index:05d}.parquet"
-    writer = None
-    for batch in pq.ParquetFile(ledger_file).iter_batches(batch_size=READ_ROWS):
-        table = pa.Table.from_batches([batch])
-        if throughput.STATS_COLUMN in table.column_names:  # stage timings: counted here, never written out
-            throughput.add_column(counts.stages, table[throughput.STATS_COLUMN].to_pylist())
-            table = table.drop_columns([throughput.STATS_COLUMN])
-        ok = pc.equal(table["status"], STATUS_OK)
-        good, bad = table.filter(ok), table.filter(pc.invert(ok))
-        counts.rows_in += table.num_rows
-        counts.rows_out += good.num_rows
-        counts.rows_rejected += bad.num_rows
-        if good.num_rows:
-            if writer is None:
-                writer = pq.ParquetWriter(final.with_name(final.name + ".tmp"), good.schema)
-            writer.write_table(good)
-            texts = good.select([c for c in TEXT_COLUMNS if c in good.column_names]).to_pylist()
-            for kind in EXPORT_FORMATS:
-                write_lines(handles[kind], texts, kind)
-        _jsonl(rejects, bad.to_pylist())
-        _count(counts, table, ok)
+    storage.makedirs(data_dir)
+    parts = {kind: storage.output(layout.part(kind, round_num, index), text=True)
+             for kind in (*EXPORT_FORMATS, "rejects")}
+    rejects = parts["rejects"].handle
+    final, writer = None, None
+    try:
+        for batch in storage.parquet_file(ledger_file).iter_batches(batch_size=READ_ROWS):
+            table = pa.Table.from_batches([batch])
+            if throughput.STATS_COLUMN in table.column_names:  # stage timings: counted here, never written out
+                throughput.add_column(counts.stages, table[throughput.STATS_COLUMN].to_pylist())
+                table = table.drop_columns([throughput.STATS_COLUMN])
+            ok = pc.equal(table["status"], STATUS_OK)
+            good, bad = table.filter(ok), table.filter(pc.invert(ok))
+            counts.rows_in += table.num_rows
+            counts.rows_out += good.num_rows
+            counts.rows_rejected += bad.num_rows
+            if good.num_rows:
+                if writer is None:
+                    final = storage.output(data_dir / f"part-{index:05d}.parquet")
+                    writer = pq.ParquetWriter(final.handle, good.schema)
+                writer.write_table(good)
+                texts = good.select([c for c in TEXT_COLUMNS if c in good.column_names]).to_pylist()
+                for kind in EXPORT_FORMATS:
+                    write_lines(parts[kind].handle, texts, kind)
+            _jsonl(rejects, bad.to_pylist())
+            _count(counts, table, ok)
+    except BaseException:
+        for pending in (*parts.values(), *([final] if final else [])):
+            pending.discard()
+        raise
     if writer is not None:
         writer.close()
-        os.replace(final.with_name(final.name + ".tmp"), final)
-    for kind, handle in handles.items():
-        _commit(handle, parts[kind])
+        final.commit()
+    for pending in parts.values():
+        pending.commit()
     return counts
 
 
-def join_parts(output_dir: Path, round_num: int, shards: int) -> None:
+def join_parts(output_dir: "Path | str | Storage", round_num: int, shards: int) -> None:
     """Concatenate the export and rejects parts of a round, in shard order, into one file each (byte copies:
     constant memory), then drop the parts."""
-    layout = RunLayout(output_dir)
+    layout = RunLayout.at(output_dir)
+    storage = layout.store
     for kind in (*EXPORT_FORMATS, "rejects"):
-        target = layout.export(kind, round_num)
-        with _open_tmp(target) as joined:
+        with storage.output(layout.export(kind, round_num)) as joined:
             for index in range(shards):
-                with open(layout.part(kind, round_num, index), encoding="utf-8") as part:
+                with storage.open_input(layout.part(kind, round_num, index)) as part:
                     shutil.copyfileobj(part, joined, 1 << 20)
-        os.replace(joined.name, target)
-        shutil.rmtree(layout.part(kind, round_num, 0).parent, ignore_errors=True)
+        storage.remove(layout.part(kind, round_num, 0).parent)
 
 
-def split_round(ledger_files: list[Path], output_dir: Path, round_num: int) -> RoundCounts:
+def split_round(ledger_files: list[Path], output_dir: "Path | str | Storage", round_num: int) -> RoundCounts:
     """Every shard of a round split in this process, then joined (the runner does the shards in Ray tasks)."""
     counts = RoundCounts(round=round_num)
     for index, ledger_file in enumerate(ledger_files):
@@ -231,15 +226,15 @@ def _count(counts: RoundCounts, table: pa.Table, ok: pa.ChunkedArray) -> None:
             counts.score_counts[name] += int(len(finite))
 
 
-def write_dataset_info(output_dir: Path, rounds: list[int], prefix: str) -> None:
+def write_dataset_info(output_dir: "Path | str | Storage", rounds: list[int], prefix: str) -> None:
     """LLaMA-Factory's dataset_info.json, so `dataset_dir=OUTPUT` can train on any round directly, in any of the
     exported formats."""
     info = dataset_info_entries(rounds, prefix)
-    RunLayout(output_dir).dataset_info.write_text(json.dumps(info, indent=2) + "\n")
+    layout = RunLayout.at(output_dir)
+    layout.store.write_text(layout.dataset_info, json.dumps(info, indent=2) + "\n")
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Write JSON atomically (temp file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+def write_json(path: Path, data: dict, storage: Storage | None = None) -> None:
+    """Write JSON atomically (temp file then rename locally; one upload on an object store)."""
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    (storage or Storage.resolve(Path(path).parent)).write_text(path, text)

@@ -27,22 +27,19 @@ class AutoEvol(Recipe):
         opt = self.cfg.auto_evol
         if not opt.optimize:
             return {}
+        storage = tools.layout.store
         chosen = tools.layout.optimizer / "chosen_method.txt"
-        if chosen.exists():  # a run directory from before the choice was journaled in the manifest
-            return {METHOD: chosen.read_text(encoding="utf-8")}
+        if storage.exists(chosen):  # a run directory from before the choice was journaled in the manifest
+            return {METHOD: storage.read_text(chosen)}
         rows = tools.first_instructions(opt.train_rows + opt.dev_rows)
         if len(rows) < opt.train_rows + opt.dev_rows:
             raise ConfigError(f"auto_evol.optimize needs {opt.train_rows + opt.dev_rows} seed rows "
                               f"(train_rows + dev_rows); the seeds hold {len(rows)} valid ones")
         train, dev = rows[: opt.train_rows], rows[opt.train_rows:]
         method, steps = tools.call_in_actor(specs.optimizer(self.cfg), "run", train, dev)
-        folder = tools.layout.optimizer
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / "steps.jsonl", "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(step, ensure_ascii=False) + "\n" for step in steps)
-        tmp = chosen.with_name(chosen.name + ".tmp")
-        tmp.write_text(method, encoding="utf-8")
-        tmp.replace(chosen)
+        steps_text = "".join(json.dumps(step, ensure_ascii=False) + "\n" for step in steps)
+        storage.write_text(tools.layout.optimizer / "steps.jsonl", steps_text)
+        storage.write_text(chosen, method)
         return {METHOD: method}
 
     def stages(self, round_num: int, decisions: dict) -> list[StageSpec]:

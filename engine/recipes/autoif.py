@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import pyarrow.parquet as pq
 
 from engine.config import ConfigError
 from engine.io.layout import RunLayout
@@ -41,7 +40,7 @@ class AutoIF(Recipe):
         if round_num == 1:
             return RoundInput(augment_call_rows(self.cfg.autoif.augment_calls))
         if round_num == 2:
-            table = pq.read_table(layout.data(1), columns=["id", "output"])
+            table = layout.store.read_table(layout.data(1), columns=["id", "output"])
             calls = sorted(zip(table["id"].to_pylist(), table["output"].to_pylist()))
             batch, counts = instruction_rows(seed_constraints(self.cfg.autoif), calls)
             return RoundInput(batch, {f"augment_{k}": v for k, v in counts.items()})

@@ -16,6 +16,7 @@ import numpy as np
 
 from engine.config import Config
 from engine.io.layout import RunLayout
+from engine.io.storage import Storage
 from engine.stages.spec import StageSpec
 
 
@@ -53,8 +54,8 @@ class WholeRoundStep(ABC):
     name: str = "whole_round"
 
     @abstractmethod
-    def plan(self, files: list[Path]) -> Any:
-        """Read what the step needs from the round's shards (a few columns) and decide."""
+    def plan(self, files: list[Path], storage: Storage) -> Any:
+        """Read what the step needs from the round's shards (a few columns, on `storage`) and decide."""
 
     @abstractmethod
     def spec(self, plan: Any) -> StageSpec:

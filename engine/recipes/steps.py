@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from engine.config import SelectConfig
+from engine.io.storage import Storage
 from engine.recipes.base import WholeRoundStep
 from engine.records import STATUS_OK
 from engine.stages.select import RANKINGS, Cut, Select, plan_cut
@@ -28,9 +28,9 @@ class SelectTop(WholeRoundStep):
     def __init__(self, settings: SelectConfig, resources: Resources):
         self.settings, self.resources = settings, resources
 
-    def plan(self, files: list[Path]) -> Cut:
+    def plan(self, files: list[Path], storage: Storage) -> Cut:
         column = RANKINGS[self.settings.by][0]
-        table = pa.concat_tables(pq.read_table(f, columns=["status", "id", "ifd", column]) for f in files)
+        table = pa.concat_tables(storage.read_table(f, columns=["status", "id", "ifd", column]) for f in files)
         table = table.filter(pc.equal(table["status"], STATUS_OK))
         scores = table[column].to_numpy(zero_copy_only=False).astype(np.float64)
         cut = plan_cut(scores, table["id"].to_numpy(zero_copy_only=False),
