@@ -11,6 +11,10 @@ from typing import Any, Dict, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from engine.config_analysis import (  # noqa: F401 - re-exported: the analysis section of Config
+    AnalysisConfig, DiversityConfig, EmbedderConfig, JudgeConfig, PairwiseConfig, RewardConfig,
+)
+
 
 @dataclass
 class ModelConfig:
@@ -262,68 +266,6 @@ class AutoEvolConfig:
     optimizer: SamplingConfig = field(default_factory=lambda: SamplingConfig(0.7, 0.95, 1024))
     method: Optional[str] = None  # the evolving method text (None: the paper's universal 4-step prompt)
     optimizer_model: Optional[ModelConfig] = None  # the model that analyses and rewrites methods (None: the evolver)
-
-
-@dataclass
-class JudgeConfig:
-    """An LLM-judge step of the analysis suite (difficulty labels, complexity score)."""
-
-    enabled: bool = True
-    prompt: str = "code"  # code: the research code's prompt | paper: the paper's figure (they differ)
-    parse: str = "robust"  # seed: the research code's exact match | robust: case, markdown, extra words, numbers
-    max_new_tokens: int = 16  # the judge answers a label or a number
-    retries: int = 1  # unparsable answers are asked again (sampled, T=0.7) this many times, then counted
-
-
-@dataclass
-class EmbedderConfig:
-    """The sentence-embedding model of the diversity measure."""
-
-    path: Optional[str] = None  # a local sentence-transformers dir; None: the bundled all-MiniLM-L6-v2
-    batch_size: int = 256
-    device: str = "auto"
-
-
-@dataclass
-class DiversityConfig:
-    """Minimum neighbour distance (squared L2 of unit embeddings) within each evolver's rows."""
-
-    enabled: bool = True
-    threshold: float = 0.05  # near duplicates: other rows closer than this (the seed's value)
-    block_rows: int = 4096  # exact search in query x database blocks: memory O(block^2), not O(n^2)
-
-
-@dataclass
-class RewardConfig:
-    """Reward of the evolution step by a sequence-classification reward model (local path; off by default)."""
-
-    path: Optional[str] = None  # None: reward scoring is skipped
-    length_norm: str = "none"  # none | divide (score / tokens * mean tokens) | multiply (score * tokens / mean)
-    max_length: int = 4096
-    batch_size: int = 4
-
-
-@dataclass
-class PairwiseConfig:
-    """Pairwise judging of two answer sets with position swap."""
-
-    tie_policy: str = "consistent"  # consistent: a win needs both orders to agree | lenient: one win + one tie wins
-    parse: str = "robust"  # seed: judge.py's substring test (unparsable = tie) | robust: the last well-formed label
-    output_dir: Optional[str] = None  # `python -m engine.pairwise A B`: None writes pairwise/<A>-vs-<B>/
-    max_new_tokens: int = 512
-
-
-@dataclass
-class AnalysisConfig:
-    """`python -m engine.analyze RUN_DIR`: the paper's measurements of evolved data (judge = `model`)."""
-
-    difficulty: JudgeConfig = field(default_factory=JudgeConfig)
-    complexity: JudgeConfig = field(default_factory=JudgeConfig)
-    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
-    diversity: DiversityConfig = field(default_factory=DiversityConfig)
-    reward: RewardConfig = field(default_factory=RewardConfig)
-    pairwise: PairwiseConfig = field(default_factory=PairwiseConfig)
-    report: bool = True  # write the HTML report (also at the end of every run)
 
 
 @dataclass
