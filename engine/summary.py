@@ -14,7 +14,7 @@ from engine.recipes.base import Recipe
 
 def build_summary(cfg: Config, recipe: Recipe, rounds: list[RoundCounts], files: list[Path], skipped: list[Path],
                   wall: float, config_digest: str, nodes: int = 1, gpus_per_actor: float = 0.0,
-                  decisions: dict | None = None) -> dict:
+                  decisions: dict | None = None, recommitted: int = 0) -> dict:
     """The run summary. `config_digest` is the manifest's hash of the config as given; `decisions` are what the
     recipe's set-up step chose (the optimized Auto Evol-Instruct method), recorded beside it, never hashed."""
     rows_in = rounds[0].rows_in if rounds else 0
@@ -57,10 +57,33 @@ def build_summary(cfg: Config, recipe: Recipe, rounds: list[RoundCounts], files:
         summary[cfg.recipe.name] = own
     # Per-stage accounting from the actors' own timings, and what the run (and a million seeds) costs.
     summary["stages"] = [entry for r in rounds for entry in throughput.stage_figures(r.round, r.stages)]
+    pools = {key: size for r in rounds for key, size in pool_sizes(recipe, r.round, decisions or {},
+                                                                  cfg.cluster.fuse_stages).items()}
+    summary["retried"] = retried(summary["stages"], pools, recommitted)
     cost = {"gpu_hour_usd": cfg.run.cost.gpu_hour_usd, "cpu_hour_usd": cfg.run.cost.cpu_hour_usd}
     summary["throughput"] = throughput.throughput(summary["stages"], rows_in, rows_out, wall, gpus_per_actor,
                                                   nodes, cost)
     return summary
+
+
+def retried(stages: list[dict], pools: dict[tuple[int, str], int], recommitted: int) -> dict:
+    """What Ray redid inside the run (a rerun's reuse is summary["resumed"]): stage actors beyond each pool's size
+    that ran batches (restarted after a crash or a lost node, each with a new instance), and shard commits
+    journaled twice. An actor replaced before it ran a batch leaves no trace, so these are lower bounds."""
+    replaced = {}
+    for e in stages:
+        pool = pools.get((e["round"], e["stage"]))
+        if e["kind"] == "actor_pool" and pool and e["actors"] > pool:
+            replaced[f"round {e['round']} {e['stage']}"] = e["actors"] - pool
+    return {"stage_actors_replaced": replaced, "shards_committed_again": recommitted}
+
+
+def pool_sizes(recipe: Recipe, round_num: int, decisions: dict, fused: bool) -> dict[tuple[int, str], int]:
+    """Each stage's actor pool size in a round: its own spec's (a cheap stage runs in the pool before it, whose
+    resources it shares), or fused, the first model stage's, whose pool runs every stage."""
+    specs = recipe.stages(round_num, decisions)
+    models = [spec for spec in specs if spec.uses_model]
+    return {(round_num, spec.name): (models[0] if fused and models else spec).resources.pool_size for spec in specs}
 
 
 def rows_conserved(rounds: list[RoundCounts], chained: bool) -> bool:

@@ -96,6 +96,21 @@ class Manifest:
                 shards[e["file"]] = e
         return shards
 
+    def recommitted(self) -> int:
+        """Shard commits journaled again under a name already journaled (since the round's last reset): a commit
+        task Ray ran again after its first result arrived, e.g. to rebuild output lost with a node. The same rows
+        give the same name, so the shard counts once."""
+        seen: set[tuple[int, str]] = set()
+        again = 0
+        for e in self.entries:
+            if e["kind"] == "reset":
+                seen = {key for key in seen if key[0] != e["round"]}
+            elif e["kind"] == "shard":
+                key = (e["round"], e["file"])
+                again += key in seen
+                seen.add(key)
+        return again
+
     def reset_round(self, round_num: int) -> None:
         """Forget a round's committed shards (a round whose rows cannot be matched to its input restarts)."""
         self.append({"kind": "reset", "round": round_num, "committed": round(time.time(), 3)})

@@ -100,6 +100,8 @@ def test_losing_the_stage_node_mid_round_loses_and_duplicates_no_row(multinode, 
         assert summary["resumed"]["rows_reused"] >= sum(e["rows"] for e in before)
     else:
         assert summary["resumed"] == reused
+        # and the summary says Ray replaced the lost stage actors (each ran batches before and after the loss)
+        assert summary["retried"]["stage_actors_replaced"], summary["retried"]
 
 
 def test_a_run_stopped_after_losing_its_node_resumes_from_its_committed_shards(multinode, tmp_path):

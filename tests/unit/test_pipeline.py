@@ -215,3 +215,24 @@ def test_retry_bounds_reach_ray_only_when_set():
     ds = Recorded()
     RayExecutor(cfg).apply_stages(ds, get_recipe(cfg).stages(1, {}))
     assert all((call["max_restarts"], call["max_task_retries"]) == (2, 3) for call in ds.calls)
+
+
+def test_the_summary_counts_replaced_actors_and_repeated_commits():
+    from engine.io.manifest import Manifest
+    from engine.summary import retried
+
+    stages = [{"round": 1, "stage": "Evolve", "kind": "actor_pool", "actors": 3},
+              {"round": 1, "stage": "Respond", "kind": "actor_pool", "actors": 1},
+              {"round": 1, "stage": "Select", "kind": "tasks", "actors": 0}]
+    assert retried(stages, {(1, "Evolve"): 1, (1, "Respond"): 1}, 0) == \
+        {"stage_actors_replaced": {"round 1 Evolve": 2}, "shards_committed_again": 0}
+    manifest = Manifest(Path("unused"), {}, [])
+    manifest.entries += [{"kind": "shard", "round": 1, "file": "a"}, {"kind": "shard", "round": 1, "file": "a"},
+                         {"kind": "reset", "round": 1}, {"kind": "shard", "round": 1, "file": "a"},
+                         {"kind": "shard", "round": 2, "file": "a"}]
+    assert manifest.recommitted() == 1  # after a reset, or in another round, the same name is new
+
+
+def test_an_undisturbed_run_reports_nothing_retried(echo_cfg):
+    summary = pipeline.run(echo_cfg, InProcess())
+    assert summary["retried"] == {"stage_actors_replaced": {}, "shards_committed_again": 0}
