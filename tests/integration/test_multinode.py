@@ -16,7 +16,8 @@ import pytest
 
 from tests.integration.conftest import REPO
 from tests.integration.multinode_fixture import multinode  # noqa: F401 (the fixture)
-from tests.integration.test_faults import assert_exactly_once, engine_command, shard_entries, start_driver, wait_for
+from tests.integration.test_faults import (assert_exactly_once, engine_command, shard_entries, start_driver, wait_for,
+                                         write_seeds)
 
 pytestmark = pytest.mark.slow
 
@@ -26,13 +27,6 @@ PIN = "+cluster.actor_resources.node_b=1"  # the `+` adds a key to the empty map
 ECHO = ("model=echo", "scorer=echo", "cluster.batch_size=8", "run.shard_rows=40")
 TINY = ("model=tiny", "scorer=tiny", "recipe.evolve.max_new_tokens=16", "recipe.respond.max_new_tokens=16",
         "cluster.batch_size=4", "run.shard_rows=8")
-
-
-def write_seeds(path: Path, n: int) -> Path:
-    rows = [{"instruction": f"Name {i} things a river carries downstream, and why each matters.", "input": ""}
-            for i in range(n)]
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
 
 
 def committed_rows(out: Path) -> int:
