@@ -97,9 +97,8 @@ def run(cfg: Config, executor: Executor, config_text: str | None = None) -> dict
     finally:
         if started_executor:
             executor.stop()
-    gpus = max((spec.resources.num_gpus for spec in recipe.stages(1, decisions or {})), default=0.0)
     summary = build_summary(cfg, recipe, rounds, files, skipped, time.perf_counter() - started,
-                            manifest.header["config_hash"], nodes, gpus, decisions, manifest.recommitted())
+                            manifest.header["config_hash"], nodes, decisions, manifest.recommitted())
     summary["data_shape"] = shape.as_dict()
     write_dataset_info(storage, [r.round for r in rounds], prefix=f"{cfg.recipe.name}_{cfg.model.name}")
     write_json(layout.summary, summary, storage)

@@ -142,6 +142,11 @@ def group_resources(group: list[StageSpec]) -> Resources:
                      resources=first.resources, torch_threads=first.torch_threads)
 
 
+def stage_sized(ds, specs: list[StageSpec]) -> "ray.data.Dataset":
+    """Rows in blocks of the first stage's batch, so stages pipeline and every actor of a pool gets work."""
+    return ds.repartition(target_num_rows_per_block=group_resources(specs[:1]).batch_size)
+
+
 def _cheap_chain(batch, specs: list[StageSpec], progress=None):
     return StageChain(specs, progress=progress)(batch)
 
@@ -231,8 +236,7 @@ class RayExecutor:
     def stream(self, ds, specs: list[StageSpec], round_num: int, expected: int, ledger: Path, shard_rows: int):
         """Stream the round through its stages into ledger shards of about `shard_rows` rows; yields each
         committed shard's (file, rows, ok) as it lands, so the pipeline journals it at once."""
-        # Blocks of one stage batch, so stages pipeline and every actor of a pool gets work.
-        ds = ds.repartition(target_num_rows_per_block=group_resources(specs[:1]).batch_size)
+        ds = stage_sized(ds, specs)
         with progress_lines(self.cfg, round_num, expected) as progress:
             ds = self.apply_stages(ds, specs, progress)
             commit = partial(commit_shard, ledger=str(ledger), storage=self.storage)
@@ -325,7 +329,7 @@ def analyse(cfg: Config, source: list[Path] | pa.Table, columns: list[str] | Non
             ds = ray.data.from_arrow(source)
         else:
             ds = ray.data.read_parquet([str(f) for f in source]).select_columns(columns)
-        ds = ds.repartition(target_num_rows_per_block=group_resources(specs[:1]).batch_size)
+        ds = stage_sized(ds, specs)
         for batch in executor.apply_stages(ds, specs).iter_batches(batch_size=None, batch_format="numpy"):
             batch.pop(throughput.STATS_COLUMN, None)  # the stages' timings, not a column of the analysis
             sink(batch)

@@ -13,8 +13,8 @@ from engine.recipes.base import Recipe
 
 
 def build_summary(cfg: Config, recipe: Recipe, rounds: list[RoundCounts], files: list[Path], skipped: list[Path],
-                  wall: float, config_digest: str, nodes: int = 1, gpus_per_actor: float = 0.0,
-                  decisions: dict | None = None, recommitted: int = 0) -> dict:
+                  wall: float, config_digest: str, nodes: int = 1, decisions: dict | None = None,
+                  recommitted: int = 0) -> dict:
     """The run summary. `config_digest` is the manifest's hash of the config as given; `decisions` are what the
     recipe's set-up step chose (the optimized Auto Evol-Instruct method), recorded beside it, never hashed."""
     rows_in = rounds[0].rows_in if rounds else 0
@@ -34,7 +34,8 @@ def build_summary(cfg: Config, recipe: Recipe, rounds: list[RoundCounts], files:
         "rows_out": rows_out,
         "rows_rejected": rejected,
         # Chained recipes (Evol-Instruct) pass rows round to round; phased ones (AutoIF) build each phase's input.
-        "rows_conserved": rows_conserved(rounds, recipe.chained),
+        "rows_conserved": rows_in == rows_out + rejected if recipe.chained
+        else all(r.rows_in == r.rows_out + r.rows_rejected for r in rounds),
         **{key: totals[key] for key in ("rejected_by_reason", "rejected_by_method", "rejected_by_model",
                                         "per_method")},
         "per_round": [r.as_dict() for r in rounds],
@@ -61,8 +62,9 @@ def build_summary(cfg: Config, recipe: Recipe, rounds: list[RoundCounts], files:
                                                                   cfg.cluster.fuse_stages).items()}
     summary["retried"] = retried(summary["stages"], pools, recommitted)
     cost = {"gpu_hour_usd": cfg.run.cost.gpu_hour_usd, "cpu_hour_usd": cfg.run.cost.cpu_hour_usd}
-    summary["throughput"] = throughput.throughput(summary["stages"], rows_in, rows_out, wall, gpus_per_actor,
-                                                  nodes, cost)
+    # GPUs each stage actor reserves: the widest model stage's (the summary's accelerator-hours use one figure)
+    gpus = max((spec.resources.num_gpus for spec in recipe.stages(1, decisions or {})), default=0.0)
+    summary["throughput"] = throughput.throughput(summary["stages"], rows_in, rows_out, wall, gpus, nodes, cost)
     return summary
 
 
@@ -84,12 +86,3 @@ def pool_sizes(recipe: Recipe, round_num: int, decisions: dict, fused: bool) -> 
     specs = recipe.stages(round_num, decisions)
     models = [spec for spec in specs if spec.uses_model]
     return {(round_num, spec.name): (models[0] if fused and models else spec).resources.pool_size for spec in specs}
-
-
-def rows_conserved(rounds: list[RoundCounts], chained: bool) -> bool:
-    """Every row accounted for: over the run (chained: in = final out + every rejection), else per phase."""
-    if not chained:
-        return all(r.rows_in == r.rows_out + r.rows_rejected for r in rounds)
-    rows_in = rounds[0].rows_in if rounds else 0
-    rows_out = rounds[-1].rows_out if rounds else 0
-    return rows_in == rows_out + sum(r.rows_rejected for r in rounds)
