@@ -8,8 +8,11 @@ Two ratios, min / median / max over the repeats:
   (model loads included);
 - steady state: the Ray run's window in which batches were in flight, from the stage actors' own timings
   (summary.json["throughput"]["steady_state_s"]), over the in-process time spent inside the stage calls.
-The Ray side runs twice per repeat: a pool per model stage (the default) and `cluster.fuse_stages=true` (one
-pool runs every stage: each model is imported and loaded once per actor, not once per pool).
+The Ray side runs twice per repeat: `split`, a pool per model stage (`cluster.fuse_stages=false`), and
+`default` (`auto`, which on CPUs fuses: one pool runs every stage, each model imported and loaded once per actor).
+Both sides run the same StageChain, so each stage's busy seconds compare one to one (`busy_ratio_by_stage`), and
+the CPU seconds every other process used during the Ray run (`other_cpu_s`: the driver, Ray's services and
+actors, read and commit tasks) say how much of the machine the stages did not have.
 """
 
 from __future__ import annotations
@@ -21,9 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import ray
 
+from engine import throughput
 from engine.backends.embedded import resolve_model_path
+from engine.chain import StageChain
 from engine.bench import spread
 from engine.config import Config, ModelConfig
 from engine.io.readers import iter_records
@@ -34,34 +40,60 @@ from engine.runner import run
 
 
 def in_process(cfg: Config) -> dict:
-    """The same stages, constructed once and called on the same batches, with no Ray: total, load and
-    in-stage seconds and the rows kept."""
+    """The same stages in the same StageChain the actors run, built once and called on the same batches, with no
+    Ray: total, load and in-stage seconds, per-stage busy seconds and the rows kept."""
     started = time.perf_counter()
-    stages = [spec.build(torch_threads=os.cpu_count()) for spec in get_recipe(cfg).stages(1, {})]
-    load_s, steady_s, kept = time.perf_counter() - started, 0.0, 0
+    chain = StageChain(get_recipe(cfg).stages(1, {}), torch_threads=os.cpu_count(), pooled=True)
+    load_s, steady_s, kept, stages = time.perf_counter() - started, 0.0, 0, {}
     for records in iter_records(seed_source(cfg), 0, batch_rows=10_000):
         records = {k: v[: cfg.data.limit] for k, v in records.items()}
         for lo in range(0, len(records["id"]), cfg.cluster.batch_size):
             batch = {k: v[lo:lo + cfg.cluster.batch_size] for k, v in records.items()}
             began = time.perf_counter()
-            for stage in stages:
-                batch = stage(batch)
+            batch = chain(batch)
             steady_s += time.perf_counter() - began
+            throughput.add_column(stages, batch.pop(throughput.STATS_COLUMN))
             kept += int((batch["status"] == "ok").sum())
-    return {"total_s": time.perf_counter() - started, "load_s": load_s, "steady_s": steady_s, "kept": kept}
+    return {"total_s": time.perf_counter() - started, "load_s": load_s, "steady_s": steady_s, "kept": kept,
+            "busy_s": {name: e["busy_s"] for name, e in stages.items()},
+            "generated_tokens": sum(e["generated_tokens"] for e in stages.values())}
 
 
-def through_ray(cfg: Config, fuse: bool) -> dict:
-    """The runner on the same rows: wall, steady-state and stage load seconds, rows kept, tokens, stages."""
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """Every process's CPU seconds so far (user + system), by pid, with its name."""
+    found = {}
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            times = proc.cpu_times()
+            found[proc.pid] = (" ".join(proc.info["cmdline"] or [proc.info["name"] or "?"])[:60],
+                               times.user + times.system)
+        except psutil.Error:
+            continue
+    return found
+
+
+def through_ray(cfg: Config, fuse: str) -> dict:
+    """The runner on the same rows: wall, steady-state and stage load seconds, rows kept, tokens, stages, and the
+    CPU seconds of the processes other than the stage actors meanwhile (the driver, Ray's own services and
+    actors, read and commit tasks): what takes cores from the stages."""
     cfg.cluster.fuse_stages = fuse
     with tempfile.TemporaryDirectory() as tmp:
         cfg.run.output_dir = tmp
+        before = cpu_seconds()
         started = time.perf_counter()
         summary = run(cfg)
         wall = time.perf_counter() - started
+        after = cpu_seconds()
+    used = {pid: (name, t - before.get(pid, (name, 0.0))[1]) for pid, (name, t) in after.items()}
+    stage_cpu = sum(t for name, t in used.values() if "MapWorker" in name)
+    other = sorted(((round(t, 2), name.strip()) for name, t in used.values() if "MapWorker" not in name and t >= 0.1),
+                   reverse=True)
     t = summary["throughput"]
     return {"total_s": wall, "steady_s": t["steady_state_s"], "load_s": t["load_s"], "kept": summary["rows_out"],
-            "generated_tokens": t["generated_tokens"], "stages": summary["stages"]}
+            "generated_tokens": t["generated_tokens"], "stages": summary["stages"],
+            "pools": summary["stage_pools"]["1"], "stage_actor_cpu_s": round(stage_cpu, 2),
+            "other_cpu_s": round(sum(t for t, _ in other), 2), "other_cpu_top": other[:8],
+            "busy_s": {s["stage"]: s["busy_s"] for s in summary["stages"]}}
 
 
 def main() -> None:
@@ -89,12 +121,11 @@ def main() -> None:
     triples = []
     try:
         for _ in range(args.repeat):  # interleaved: load changes on the machine hit every side alike
-            triples.append((in_process(cfg), through_ray(cfg, fuse=False), through_ray(cfg, fuse=True)))
+            triples.append((in_process(cfg), through_ray(cfg, fuse="false"), through_ray(cfg, fuse="auto")))
     finally:
         ray.shutdown()
-    pairs = [(p, r) for p, r, _ in triples]
-    fused = [(p, f) for p, _, f in triples]
-    inproc, ray_runs = [p for p, _ in pairs], [r for _, r in pairs]
+    inproc = [p for p, _, _ in triples]
+    sides = {"split": [r for _, r, _ in triples], "default": [d for _, _, d in triples]}
     result = {
         "benchmark": "pipeline_overhead",
         "model": args.model,
@@ -103,29 +134,39 @@ def main() -> None:
         "machine": before,
         "ray_init_s": round(ray_init_s, 3),
         "in_process_s": spread([p["total_s"] for p in inproc]),
-        "ray_s": spread([r["total_s"] for r in ray_runs]),
-        "ratio": spread([r["total_s"] / p["total_s"] for p, r in pairs]),
         "in_process_steady_s": spread([p["steady_s"] for p in inproc]),
-        "ray_steady_s": spread([r["steady_s"] for r in ray_runs]),
-        "steady_ratio": spread([r["steady_s"] / p["steady_s"] for p, r in pairs]),
         "in_process_load_s": spread([p["load_s"] for p in inproc]),
-        "ray_stage_load_s": spread([r["load_s"] for r in ray_runs]),  # summed over the stage actors
-        "ray_fixed_s": spread([r["total_s"] - r["steady_s"] for r in ray_runs]),  # outside the steady window
-        "ray_fused_s": spread([f["total_s"] for _, f in fused]),
-        "ratio_fused": spread([f["total_s"] / p["total_s"] for p, f in fused]),
-        "ray_fused_steady_s": spread([f["steady_s"] for _, f in fused]),
-        "steady_ratio_fused": spread([f["steady_s"] / p["steady_s"] for p, f in fused]),
-        "ray_fused_stage_load_s": spread([f["load_s"] for _, f in fused]),
-        "rows_kept_ray_fused": fused[-1][1]["kept"],
+        "in_process_busy_s": inproc[-1]["busy_s"],
         "rows_kept_in_process": inproc[-1]["kept"],
-        "rows_kept_ray": ray_runs[-1]["kept"],
-        "generated_tokens_ray": ray_runs[-1]["generated_tokens"],
-        "ray_stages": ray_runs[-1]["stages"],
-        "ray_fused_stages": fused[-1][1]["stages"],
+        "generated_tokens_in_process": inproc[-1]["generated_tokens"],
     }
+    for side, runs in sides.items():  # split: cluster.fuse_stages=false; default: auto (fused on CPUs)
+        result[side] = {
+            "pools": runs[-1]["pools"],
+            "ray_s": spread([r["total_s"] for r in runs]),
+            "ratio": spread([r["total_s"] / p["total_s"] for p, r in zip(inproc, runs)]),
+            "steady_s": spread([r["steady_s"] for r in runs]),
+            "steady_ratio": spread([r["steady_s"] / p["steady_s"] for p, r in zip(inproc, runs)]),
+            "stage_load_s": spread([r["load_s"] for r in runs]),  # summed over the stage actors
+            "fixed_s": spread([r["total_s"] - r["steady_s"] for r in runs]),  # outside the steady window
+            # each stage's busy seconds in its actors over the same stage's in the in-process chain
+            "busy_ratio_by_stage": {name: spread([r["busy_s"][name] / p["busy_s"][name] for p, r in zip(inproc, runs)
+                                                  if p["busy_s"].get(name)]) for name in runs[-1]["busy_s"]
+                                    if inproc[-1]["busy_s"].get(name, 0) > 0.01},
+            # CPU seconds of everything but the stage actors during the run (driver, Ray services, tasks)
+            "other_cpu_s": spread([r["other_cpu_s"] for r in runs]),
+            "stage_actor_cpu_s": spread([r["stage_actor_cpu_s"] for r in runs]),
+            "other_cpu_top": runs[-1]["other_cpu_top"],
+            "rows_kept": runs[-1]["kept"],
+            "generated_tokens": runs[-1]["generated_tokens"],
+            "stages": runs[-1]["stages"],
+        }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k not in ("machine", "ray_stages", "ray_fused_stages")}))
+    brief = {k: v for k, v in result.items() if k != "machine"}
+    for side in sides:
+        brief[side] = {k: v for k, v in result[side].items() if k not in ("stages", "other_cpu_top")}
+    print(json.dumps(brief))
 
 
 if __name__ == "__main__":

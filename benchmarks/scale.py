@@ -27,6 +27,8 @@ from pathlib import Path
 
 import psutil
 
+from engine.config import RunConfig
+
 REPO = Path(__file__).resolve().parents[1]
 MiB = 1024 * 1024
 
@@ -119,12 +121,12 @@ main()
 
 
 def run_size(rows: int, batch_size: int, shard_rows: int, tmp: Path, data_context: dict,
-             census_every: float | None) -> dict:
+             census_every: float | None, segment_rows: str | None = None) -> dict:
     seeds, out = tmp / f"seeds-{rows}.jsonl", tmp / f"out-{rows}"
     write_seeds(seeds, rows)
     command = [sys.executable, "-c", DRIVER, "model=echo", "scorer=echo", "data=file", f"data.path={seeds}",
                f"run.output_dir={out}", "run.progress=false", f"cluster.batch_size={batch_size}",
-               f"run.shard_rows={shard_rows}"]
+               f"run.shard_rows={shard_rows}"] + ([f"run.segment_rows={segment_rows}"] if segment_rows else [])
     env = {**os.environ, "EE_SCALE_DATA_CONTEXT": json.dumps(data_context),
            "EE_SCALE_FIELDS": json.dumps(MEMORY_FIELDS), "EE_SCALE_CONTEXT_OUT": str(tmp / f"context-{rows}.json")}
     census_path = tmp / f"census-{rows}.jsonl"
@@ -168,6 +170,9 @@ def run_size(rows: int, batch_size: int, shard_rows: int, tmp: Path, data_contex
         "ray_system_peak_rss_mib": round(peaks["ray_system"] / MiB, 1),
         "batch_size": batch_size,
         "shard_rows": shard_rows,
+        "segment_rows": segment_rows or RunConfig.segment_rows,
+        # Ray Data executions the round ran as (one per segment): each holds its own per-block bookkeeping
+        "executions": max((e.get("executions", 1) for e in summary["stages"]), default=1),
         "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],  # at start and end
         "data_context": json.loads((tmp / f"context-{rows}.json").read_text()),
         "driver_rss_timeline_s_mib": timeline,
@@ -182,6 +187,8 @@ def main() -> None:
     parser.add_argument("--shard-rows", type=int, default=10_000, help="rows per committed shard (run.shard_rows)")
     parser.add_argument("--data-context", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="Ray Data limits to apply, e.g. execution_options.resource_limits.object_store_memory=2e8")
+    parser.add_argument("--segment-rows", default=None,
+                        help="run.segment_rows (default: the engine's; null: one Ray Data execution per round)")
     parser.add_argument("--census", action="store_true", help="count the driver's live objects by type")
     parser.add_argument("--census-every", type=float, default=30.0, help="seconds between censuses")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "scale.json"))
@@ -192,7 +199,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ee-scale-") as tmp:
         for rows in args.sizes:
             result = run_size(rows, args.batch_size, args.shard_rows, Path(tmp), data_context,
-                              args.census_every if args.census else None)
+                              args.census_every if args.census else None, args.segment_rows)
             compact = {k: v for k, v in result.items() if k not in ("census", "driver_rss_timeline_s_mib")}
             print(json.dumps(compact), flush=True)
             results.append(result)

@@ -105,15 +105,16 @@ class StageChain:
     cheap stages after it share its actor, so they neither wait for a batch of their own nor cost a task each.
 
     It times its own work: each stage's constructor (the model load) and each call, with rows and tokens, as
-    records in the STATS_COLUMN of the batch's first row (engine/throughput.py adds them up). `progress`, when
-    given, is called with (stage name, rows) after every batch."""
+    records in the STATS_COLUMN of the batch's first row (engine/throughput.py adds them up), tagged with the
+    `execution` (round or segment) whose pool it belongs to. `progress`, when given, is called with (stage name,
+    rows) after every batch."""
 
     def __init__(self, specs: list[StageSpec], torch_threads: int | None = None, pooled: bool = False,
-                 progress=None):
+                 progress=None, execution: str = ""):
         # A pooled actor is one instance; cheap-stage tasks build a chain per block, so they count per worker
         # process (a million-row round must not list a million instances).
         self.instance = uuid.uuid4().hex[:12] if pooled else f"{socket.gethostname()}:{os.getpid()}"
-        self.pooled, self.progress = pooled, progress
+        self.pooled, self.progress, self.execution = pooled, progress, execution
         self.started = time.time()
         self.stages, self.load_s = [], []
         with shared_backends():  # two stages of one model in this actor: one load
@@ -132,7 +133,8 @@ class StageChain:
             rows = len(batch["id"])
             prompt_tokens, generated_tokens = stage.tokens()
             records.append(batch_record(stage.name, self.instance, self.pooled, self.started, load_s, t0, t1, rows,
-                                        ok_in, int(ok_mask(batch).sum()), prompt_tokens, generated_tokens))
+                                        ok_in, int(ok_mask(batch).sum()), prompt_tokens, generated_tokens,
+                                        self.execution))
             if self.progress is not None:
                 self.progress(stage.name, rows)
         return with_records(batch, records)

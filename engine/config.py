@@ -126,9 +126,10 @@ class ClusterConfig:
     actor_resources: Dict[str, float] = field(default_factory=dict)  # custom Ray resources every stage actor needs
     torch_threads: Optional[int] = None  # torch threads per actor (None: all cores of the node)
     batch_size: int = 16  # rows per map_batches call of a model stage
-    # One actor pool runs every stage of a round (each model loaded once per actor, not once per pool); false:
-    # a pool per model stage, so the stages pipeline across pools. benchmarks/pipeline_overhead.py measures both.
-    fuse_stages: bool = False
+    # true: one actor pool runs every stage of a round (each model loaded once per actor, not once per pool);
+    # false: a pool per model stage, so the stages pipeline across pools; auto: fused on CPUs when every model
+    # stage asks for the same resources (recipes/resources.py fuses). benchmarks/pipeline_overhead.py measures both.
+    fuse_stages: str = "auto"
     read_batch_rows: int = 1000
     # Failure policy: a killed actor is restarted and its in-flight batches retried (costing time, not rows); a
     # block whose retries are exhausted fails the run unless max_errored_blocks allows it (those rows would then
@@ -193,6 +194,9 @@ class RunConfig:
     cost: CostConfig = field(default_factory=CostConfig)
     resume: bool = True  # rerun into the same output_dir: finish what is missing; false: start over
     shard_rows: int = 10000  # rows per committed output shard (the unit a resumed run skips)
+    # A round over more input rows runs as several Ray Data executions of about this many rows each (by seed
+    # position), which bounds the driver's memory; each starts its stage actors anew. None: one per round.
+    segment_rows: Optional[int] = 250000
 
 
 @dataclass
@@ -331,7 +335,8 @@ def to_config(cfg: Any) -> Config:
 
 
 # Keys that change where or how fast a run goes, not what it writes: a resumed run may change them.
-NOT_HASHED = {"run": ("output_dir", "progress", "progress_interval_s", "cost", "resume", "shard_rows"), "cluster": None, "stages": None, "analysis": None,
+NOT_HASHED = {"run": ("output_dir", "progress", "progress_interval_s", "cost", "resume", "shard_rows",
+                      "segment_rows"), "cluster": None, "stages": None, "analysis": None,
               "compare": None}  # each evolver's own run hashes its model
 
 

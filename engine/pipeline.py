@@ -4,6 +4,9 @@
                             -> whole-round steps (selection) -> data/, exports, rejects/ (io/sinks.py)] x rounds
                         -> summary.json (summary.py)
 
+A round over more than run.segment_rows input rows runs as several executions, one per range of seed positions
+(io/segments.py), so what the executor keeps per execution stays bounded.
+
 Exactly once and resumable: every committed ledger shard and finished round is journaled in the manifest
 (io/manifest.py), and a rerun with the same config and inputs skips them (`run.resume=false` starts over)."""
 
@@ -14,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from engine.chain import RowsLost
 from engine.config import Config, ConfigError, config_hash
 from engine.io.inputs import check_schema, hf_cache_files, resolve_shape
@@ -22,9 +27,11 @@ from engine.io.ledger import drop_orphans
 from engine.io.manifest import Manifest, ResumeRefused, input_fingerprint
 from engine.io.readers import SUPPORTED_TEXT, list_input_files
 from engine.io.seeds import SeedPlan, first_instructions, plan_seeds, seed_source
+from engine.io.segments import plan_segments, seed_positions
 from engine.io.sinks import RoundCounts, write_dataset_info, write_json
 from engine.recipes import get_recipe
 from engine.recipes.base import Expansion, Recipe, SetupTools
+from engine.recipes.resources import fuses
 from engine.stages.select import check_select
 from engine.stages.spec import StageSpec
 from engine.summary import build_summary
@@ -40,6 +47,7 @@ class Executor(Protocol):
     def seeds(self, plan: SeedPlan): ...
     def rows(self, batch: dict): ...
     def read(self, files: list[Path]): ...
+    def segment(self, ds, lo: int, hi: int): ...
     def drop_done(self, ds, files: list[Path], round_num: int): ...
     def expand(self, ds, expansion: Expansion): ...
     def stream(self, ds, specs: list[StageSpec], round_num: int, expected: int, ledger: Path, shard_rows: int): ...
@@ -57,6 +65,10 @@ def run(cfg: Config, executor: Executor, config_text: str | None = None) -> dict
     storage.makedirs(layout.root)
     recipe = get_recipe(cfg)
     check_select(cfg.select, cfg.scoring.enabled)
+    fuses(cfg.cluster.fuse_stages, [])  # a setting other than auto / true / false stops here
+    if cfg.run.segment_rows is not None and cfg.run.segment_rows < 1:
+        raise ConfigError(f"run.segment_rows must be at least 1 (or null: one execution per round), not "
+                          f"{cfg.run.segment_rows}")
     files, skipped = (hf_cache_files(cfg.data), []) if cfg.data.source == "hf" else list_input_files(seed_source(cfg))
     for path in skipped:
         log.warning("skipping %s: unsupported file type (supported: %s)", path, SUPPORTED_TEXT)
@@ -90,9 +102,11 @@ def run(cfg: Config, executor: Executor, config_text: str | None = None) -> dict
                 tools = SetupTools(lambda n: first_instructions(files, n, shape), executor.call, layout)
                 decisions = recipe.setup(tools)
                 manifest.record_setup(decisions)
-            ds, expected, extra = round_input(recipe, executor, layout, round_num, files, shape, rounds, cfg)
+            ds, expected, extra, positions = round_input(recipe, executor, layout, round_num, files, shape, rounds,
+                                                         cfg)
             final = round_num == total_rounds
-            counts = run_round(recipe, executor, layout, manifest, round_num, ds, expected, final, decisions, extra)
+            counts = run_round(recipe, executor, layout, manifest, round_num, ds, expected, final, decisions, extra,
+                               positions)
             rounds.append(counts)
     finally:
         if started_executor:
@@ -107,19 +121,31 @@ def run(cfg: Config, executor: Executor, config_text: str | None = None) -> dict
 
 def round_input(recipe: Recipe, executor: Executor, layout: RunLayout, round_num: int, files, shape,
                 rounds: list[RoundCounts], cfg: Config):
-    """(dataset, rows expected, extra counts) of a round: rows the recipe builds, the seeds, or the previous
-    round's kept rows."""
+    """(dataset, rows expected, extra counts, seed positions) of a round: rows the recipe builds, the seeds, or
+    the previous round's kept rows. `positions` gives the input rows' seed_index values when asked (None: the
+    round is small by construction and never segmented)."""
     built = recipe.round_input(round_num, layout)
     if built is not None:  # rows the recipe builds on the driver (small by construction)
-        return executor.rows(built.batch), len(built.batch["id"]), dict(built.counts)
+        return executor.rows(built.batch), len(built.batch["id"]), dict(built.counts), None
     if round_num == 1:
         plan = plan_seeds(cfg, files, shape)
-        return executor.seeds(plan), plan.expected, {}
-    return executor.read(layout.data_files(round_num - 1)), rounds[-1].rows_out, {}
+        return executor.seeds(plan), plan.expected, {}, lambda: np.arange(plan.expected, dtype=np.int64)
+    previous = layout.data_files(round_num - 1)
+    return (executor.read(previous), rounds[-1].rows_out, {},
+            lambda: seed_positions(previous, layout.store))
+
+
+def round_segments(size: int | None, expected: int, positions, expansion, done: list[Path],
+                   layout: RunLayout) -> list:
+    """The segments a round runs as (io/segments.py), or [None]: one execution for the whole round (segmenting
+    off, a round no bigger than a segment, an expanding round, or one whose input the recipe built)."""
+    if not size or expected <= size or expansion or positions is None:
+        return [None]
+    return plan_segments(positions(), size, seed_positions(done, layout.store) if done else None)
 
 
 def run_round(recipe: Recipe, executor: Executor, layout: RunLayout, manifest: Manifest, round_num: int, ds,
-              expected: int, final: bool, decisions: dict, extra: dict) -> RoundCounts:
+              expected: int, final: bool, decisions: dict, extra: dict, positions=None) -> RoundCounts:
     """One round: stream the input through the stages into committed ledger shards, apply the whole-round steps,
     then split the shards into the round's outputs; every row checked in and out."""
     round_started = time.perf_counter()
@@ -135,15 +161,26 @@ def run_round(recipe: Recipe, executor: Executor, layout: RunLayout, manifest: M
     if reused_shards:
         log.info("round %d: %d rows in %d committed shards reused", round_num, reused_rows, reused_shards)
     if reused_rows < expected or (expansion and not committed):
+        done = [ledger / name for name in committed]
+        segments = round_segments(recipe.cfg.run.segment_rows, expected, positions, expansion, done, layout)
         if committed:
-            ds = executor.drop_done(ds, [ledger / name for name in committed], round_num)
+            ds = executor.drop_done(ds, done, round_num)
         if expansion:
             ds = executor.expand(ds, expansion)
-        # an expanding round's row count is known only at its end: its progress gives rows and rate, no ETA
-        for name, rows, ok in executor.stream(ds, recipe.stages(round_num, decisions), round_num,
-                                              0 if expansion else expected - reused_rows, ledger,
-                                              recipe.cfg.run.shard_rows):
-            manifest.record_shard(round_num, name, rows, ok)
+        specs = recipe.stages(round_num, decisions)
+        for segment in segments:
+            # an expanding round's row count is known only at its end: its progress gives rows and rate, no ETA
+            part, todo = ds, 0 if expansion else expected - reused_rows
+            if segment is not None:
+                if not segment.remaining:
+                    log.info("round %d: segment %d/%d (seed positions %d-%d) committed before, skipped", round_num,
+                             segment.index + 1, len(segments), segment.lo, segment.hi - 1)
+                    continue
+                log.info("round %d: segment %d/%d: seed positions %d-%d, %d rows to run", round_num,
+                         segment.index + 1, len(segments), segment.lo, segment.hi - 1, segment.remaining)
+                part, todo = executor.segment(ds, segment.lo, segment.hi), segment.remaining
+            for name, rows, ok in executor.stream(part, specs, round_num, todo, ledger, recipe.cfg.run.shard_rows):
+                manifest.record_shard(round_num, name, rows, ok)
     shards = manifest.shards(round_num)
     files = [ledger / name for name in sorted(shards)]
     written = sum(e["rows"] for e in shards.values())

@@ -9,6 +9,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -26,10 +27,12 @@ from engine.config import Config
 from engine.io.layout import RunLayout
 from engine.io.ledger import commit_shard, done_keys, without_done
 from engine.io.seeds import SeedPlan, read_files
+from engine.io.segments import in_segment
 from engine.io.sinks import RoundCounts, join_parts, split_round, split_shard
 from engine.io.storage import Storage
 from engine.progress import ProgressBoard, progress_mode
 from engine.recipes.base import Expansion
+from engine.recipes.resources import fuses
 from engine.stages.spec import Resources, StageSpec
 
 log = logging.getLogger("engine.runner")
@@ -147,8 +150,8 @@ def stage_sized(ds, specs: list[StageSpec]) -> "ray.data.Dataset":
     return ds.repartition(target_num_rows_per_block=group_resources(specs[:1]).batch_size)
 
 
-def _cheap_chain(batch, specs: list[StageSpec], progress=None):
-    return StageChain(specs, progress=progress)(batch)
+def _cheap_chain(batch, specs: list[StageSpec], progress=None, execution: str = ""):
+    return StageChain(specs, progress=progress, execution=execution)(batch)
 
 
 class RayExecutor:
@@ -199,6 +202,11 @@ class RayExecutor:
     def read(self, files: list[Path]) -> "ray.data.Dataset":
         return ray.data.read_parquet([str(f) for f in files], filesystem=self.storage.ray_filesystem)
 
+    def segment(self, ds, lo: int, hi: int) -> "ray.data.Dataset":
+        """The rows of `ds` whose seed position is in [lo, hi) (one segment of a big round)."""
+        return ds.map_batches(partial(in_segment, lo=lo, hi=hi), batch_format="pyarrow", batch_size=None,
+                              **self._task_args())
+
     def drop_done(self, ds, files: list[Path], round_num: int) -> "ray.data.Dataset":
         """The round's input without the rows committed shards already hold (resume)."""
         done = ray.put(done_keys(files, round_num, self.storage))
@@ -212,21 +220,24 @@ class RayExecutor:
     # --- the stages
     def apply_stages(self, ds, specs: list[StageSpec], progress=None) -> "ray.data.Dataset":
         """The stages as map_batches calls: one actor pool per model stage, sized by its own resources (the
-        cheap stages after it run in the same actors). `progress` is handed to every stage chain."""
-        for group in group_stages(specs, self.cluster.fuse_stages):
-            ds = self._apply_group(ds, group, progress)
+        cheap stages after it run in the same actors). `progress` is handed to every stage chain, and a new
+        execution id, which their timing records carry."""
+        execution = uuid.uuid4().hex[:8]
+        for group in group_stages(specs, fuses(self.cluster.fuse_stages, specs)):
+            ds = self._apply_group(ds, group, progress, execution)
         return ds
 
-    def _apply_group(self, ds, group: list[StageSpec], progress=None) -> "ray.data.Dataset":
+    def _apply_group(self, ds, group: list[StageSpec], progress=None, execution: str = "") -> "ray.data.Dataset":
         res = group_resources(group)
         if not any(spec.uses_model for spec in group):
             # batch_size=None: each block as it comes (blocks are stage-batch sized), never waiting to fill a batch.
-            return ds.map_batches(partial(_cheap_chain, specs=group, progress=progress), batch_size=None,
-                                  udf_modifying_row_count=False, **res.ray_options(), **self._task_retries())
+            return ds.map_batches(partial(_cheap_chain, specs=group, progress=progress, execution=execution),
+                                  batch_size=None, udf_modifying_row_count=False, **res.ray_options(),
+                                  **self._task_retries())
         return ds.map_batches(
             StageChain,
             fn_constructor_kwargs={"specs": group, "torch_threads": res.torch_threads, "pooled": True,
-                                   "progress": progress},
+                                   "progress": progress, "execution": execution},
             batch_size=res.batch_size,
             compute=ActorPoolStrategy(size=res.pool_size),
             udf_modifying_row_count=False,  # stages are one-to-one; GuardedStage enforces it

@@ -10,6 +10,7 @@ from engine.config import Config
 from engine.io.layout import RunLayout
 from engine.io.sinks import RoundCounts
 from engine.recipes.base import Recipe
+from engine.recipes.resources import fuses
 
 
 def build_summary(cfg: Config, recipe: Recipe, rounds: list[RoundCounts], files: list[Path], skipped: list[Path],
@@ -61,6 +62,9 @@ def build_summary(cfg: Config, recipe: Recipe, rounds: list[RoundCounts], files:
     pools = {key: size for r in rounds for key, size in pool_sizes(recipe, r.round, decisions or {},
                                                                   cfg.cluster.fuse_stages).items()}
     summary["retried"] = retried(summary["stages"], pools, recommitted)
+    # how each round's stages were pooled (cluster.fuse_stages, auto: fused on CPUs)
+    fused = {r.round: fuses(cfg.cluster.fuse_stages, recipe.stages(r.round, decisions or {})) for r in rounds}
+    summary["stage_pools"] = {str(r): "fused" if on else "per model stage" for r, on in fused.items()}
     cost = {"gpu_hour_usd": cfg.run.cost.gpu_hour_usd, "cpu_hour_usd": cfg.run.cost.cpu_hour_usd}
     # GPUs each stage actor reserves: the widest model stage's (the summary's accelerator-hours use one figure)
     gpus = max((spec.resources.num_gpus for spec in recipe.stages(1, decisions or {})), default=0.0)
@@ -70,19 +74,25 @@ def build_summary(cfg: Config, recipe: Recipe, rounds: list[RoundCounts], files:
 
 def retried(stages: list[dict], pools: dict[tuple[int, str], int], recommitted: int) -> dict:
     """What Ray redid inside the run (a rerun's reuse is summary["resumed"]): stage actors beyond each pool's size
-    that ran batches (restarted after a crash or a lost node, each with a new instance), and shard commits
-    journaled twice. An actor replaced before it ran a batch leaves no trace, so these are lower bounds."""
+    that ran batches in one execution (restarted after a crash or a lost node, each with a new instance), and
+    shard commits journaled twice. An actor replaced before it ran a batch leaves no trace: lower bounds."""
     replaced = {}
     for e in stages:
         pool = pools.get((e["round"], e["stage"]))
-        if e["kind"] == "actor_pool" and pool and e["actors"] > pool:
-            replaced[f"round {e['round']} {e['stage']}"] = e["actors"] - pool
+        if e["kind"] != "actor_pool" or not pool:
+            continue
+        # each execution (a segment, or a rerun's) starts a pool of its own: count the extra ones per execution
+        extra = sum(max(0, n - pool) for n in (e.get("actors_by_execution") or {"": e["actors"]}).values())
+        if extra:
+            replaced[f"round {e['round']} {e['stage']}"] = extra
     return {"stage_actors_replaced": replaced, "shards_committed_again": recommitted}
 
 
-def pool_sizes(recipe: Recipe, round_num: int, decisions: dict, fused: bool) -> dict[tuple[int, str], int]:
+def pool_sizes(recipe: Recipe, round_num: int, decisions: dict, fused) -> dict[tuple[int, str], int]:
     """Each stage's actor pool size in a round: its own spec's (a cheap stage runs in the pool before it, whose
-    resources it shares), or fused, the first model stage's, whose pool runs every stage."""
+    resources it shares), or fused (cluster.fuse_stages, as recipes/resources.py decides it), the first model
+    stage's, whose pool runs every stage."""
     specs = recipe.stages(round_num, decisions)
+    fused = fuses(fused, specs)
     models = [spec for spec in specs if spec.uses_model]
     return {(round_num, spec.name): (models[0] if fused and models else spec).resources.pool_size for spec in specs}

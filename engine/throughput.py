@@ -11,22 +11,26 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 
 STATS_COLUMN = "_stage_stats"
 MILLION = 1_000_000
 
 
 def batch_record(stage: str, instance: str, pooled: bool, started: float, load_s: float, t0: float, t1: float,
-                 rows: int, ok_in: int, ok_out: int, prompt_tokens: int, generated_tokens: int) -> dict:
-    """What one stage did with one batch, timed inside its actor (wall clock, seconds since the epoch)."""
+                 rows: int, ok_in: int, ok_out: int, prompt_tokens: int, generated_tokens: int,
+                 execution: str = "") -> dict:
+    """What one stage did with one batch, timed inside its actor (wall clock, seconds since the epoch).
+    `execution` names the Ray Data execution (a round, or one segment of it, in one run of the driver) whose
+    actor pool the instance belongs to: each execution starts its pools anew."""
     return {"stage": stage, "instance": instance, "pooled": pooled, "started": started, "load_s": load_s,
             "t0": t0, "t1": t1, "rows": rows, "ok_in": ok_in, "ok_out": ok_out, "prompt_tokens": prompt_tokens,
-            "generated_tokens": generated_tokens}
+            "generated_tokens": generated_tokens, "execution": execution}
 
 
 def empty_stage() -> dict:
     return {"batches": 0, "rows": 0, "ok_in": 0, "ok_out": 0, "prompt_tokens": 0, "generated_tokens": 0,
-            "busy_s": 0.0, "first_t0": None, "last_t1": None, "pooled": False, "instances": {}}
+            "busy_s": 0.0, "first_t0": None, "last_t1": None, "pooled": False, "instances": {}, "windows": {}}
 
 
 def add_record(stages: dict, record: dict) -> None:
@@ -41,9 +45,17 @@ def add_record(stages: dict, record: dict) -> None:
     entry["last_t1"] = record["t1"] if entry["last_t1"] is None else max(entry["last_t1"], record["t1"])
     entry["pooled"] = entry["pooled"] or bool(record["pooled"])
     inst = entry["instances"].setdefault(record["instance"], {"started": record["started"],
-                                                              "load_s": record["load_s"], "last_t1": record["t1"]})
+                                                              "load_s": record["load_s"], "last_t1": record["t1"],
+                                                              "execution": record.get("execution", "")})
     inst["started"] = min(inst["started"], record["started"])
     inst["last_t1"] = max(inst["last_t1"], record["t1"])
+    _widen(entry.setdefault("windows", {}), record.get("execution", ""), record["t0"], record["t1"])
+
+
+def _widen(windows: dict, execution: str, t0: float, t1: float) -> None:
+    """Stretch an execution's [first batch start, last batch end] window over [t0, t1]."""
+    lo, hi = windows.get(execution, (t0, t1))
+    windows[execution] = [min(lo, t0), max(hi, t1)]
 
 
 def add_column(stages: dict, values) -> None:
@@ -64,6 +76,8 @@ def merge(mine: dict, other: dict) -> None:
             values = [v for v in (entry[key], theirs[key]) if v is not None]
             entry[key] = pick(values) if values else None
         entry["pooled"] = entry["pooled"] or theirs["pooled"]
+        for execution, (lo, hi) in theirs.get("windows", {}).items():
+            _widen(entry.setdefault("windows", {}), execution, lo, hi)
         for key, inst in theirs["instances"].items():
             held = entry["instances"].setdefault(key, dict(inst))
             held["started"] = min(held["started"], inst["started"])
@@ -87,9 +101,16 @@ def stage_figures(round_num: int, stages: dict) -> list[dict]:
         lifetime = sum(max(0.0, i["last_t1"] - i["started"]) for i in instances)
         span = max(0.0, e["last_t1"] - e["first_t0"]) if e["batches"] else 0.0
         load = sum(i["load_s"] for i in instances)
+        per_execution = Counter(i.get("execution", "") for i in instances)
         out.append({
             "round": round_num, "stage": name, "kind": "actor_pool" if e["pooled"] else "tasks",
             "actors": len(e["instances"]) if e["pooled"] else 0, "tasks": 0 if e["pooled"] else len(e["instances"]),
+            # a round of several segments runs one execution (fresh actor pools) per segment: the actors that ran
+            # side by side are those of one execution
+            "executions": len(e.get("windows") or {}) or 1,
+            "concurrent_actors": max(per_execution.values(), default=0) if e["pooled"] else 0,
+            "actors_by_execution": dict(sorted(per_execution.items())) if e["pooled"] else {},
+            "execution_windows": {k: [lo, hi] for k, (lo, hi) in sorted((e.get("windows") or {}).items())},
             "batches": e["batches"], "rows_in": e["rows"], "rows_out": e["rows"], "ok_in": e["ok_in"],
             "ok_out": e["ok_out"], "rejected": e["ok_in"] - e["ok_out"],
             "prompt_tokens": e["prompt_tokens"], "generated_tokens": e["generated_tokens"],
@@ -120,7 +141,7 @@ def throughput(entries: list[dict], seeds: int, rows_out: int, wall_s: float, gp
     wall time times the nodes. The extrapolation scales each stage's measured busy time per seed linearly to
     1M seeds over the same actors, takes the slowest stage of each round (stages stream concurrently) and adds
     the rounds; model loads, Ray start and actor start are not in it."""
-    bottleneck = max(entries, key=lambda e: e["busy_s"] / max(e["actors"] or e["tasks"] or 1, 1), default=None)
+    bottleneck = max(entries, key=lambda e: e["busy_s"] / max(_side_by_side(e) or e["tasks"] or 1, 1), default=None)
     lifetimes: dict[tuple, float] = {}  # (round, actor) -> lifetime, each actor once however many stages it ran
     for e in entries:
         for actor, seconds in (e.get("actor_lifetimes") or {}).items():
@@ -133,14 +154,18 @@ def throughput(entries: list[dict], seeds: int, rows_out: int, wall_s: float, gp
         else None
     per_round: dict[int, float] = {}
     for e in entries:
-        parallel = max(e["actors"] or 1, 1)
+        parallel = max(_side_by_side(e) or 1, 1)
         seconds = e["busy_s"] / parallel * MILLION / seeds if seeds else 0.0
         per_round[e["round"]] = max(per_round.get(e["round"], 0.0), seconds)
     hours_1m = sum(per_round.values()) / 3600
     per_round_actors: dict[int, int] = {}
     for r, _ in lifetimes:
         per_round_actors[r] = per_round_actors.get(r, 0) + 1
-    actors = max(per_round_actors.values(), default=0)  # the pools' actors, each counted once
+    executions = {}  # a round of several segments started its pools once per segment
+    for e in entries:
+        executions[e["round"]] = max(executions.get(e["round"], 1), e.get("executions") or 1)
+    # the pools' actors that ran side by side, each counted once
+    actors = max((math.ceil(n / executions.get(r, 1)) for r, n in per_round_actors.items()), default=0)
     accel_1m = hours_1m * actors * gpus_per_actor
     cost_1m = None
     if priced:
@@ -157,7 +182,7 @@ def throughput(entries: list[dict], seeds: int, rows_out: int, wall_s: float, gp
         "generated_tokens_per_s_per_node": _rate(generated, steady * nodes),
         "kept_rows_per_hour": _rate(rows_out * 3600, steady),
         "bottleneck": ({"round": bottleneck["round"], "stage": bottleneck["stage"],
-                        "busy_s_per_actor": round(bottleneck["busy_s"] / max(bottleneck["actors"] or 1, 1), 3)}
+                        "busy_s_per_actor": round(bottleneck["busy_s"] / max(_side_by_side(bottleneck) or 1, 1), 3)}
                        if bottleneck else None),
         "load_s": round(sum(e["load_s"] for e in entries), 3),
         "busy_s": round(sum(e["busy_s"] for e in entries), 3),
@@ -180,14 +205,22 @@ def throughput(entries: list[dict], seeds: int, rows_out: int, wall_s: float, gp
 
 
 def steady_state_s(entries: list[dict]) -> float:
-    """Seconds in which batches were being processed: per round, first batch start to last batch end over all
-    its stages, rounds added (Ray start, actor start and the model loads before the first batch left out)."""
-    windows: dict[int, tuple[float, float]] = {}
+    """Seconds in which batches were being processed: per round and execution (a segment's), first batch start to
+    last batch end over all its stages, added up (Ray start, actor start and the model loads before the first
+    batch left out, also those of each later segment)."""
+    windows: dict[tuple, tuple[float, float]] = {}
     for e in entries:
-        if e["batches"]:
-            lo, hi = windows.get(e["round"], (e["first_batch_at"], e["last_batch_at"]))
-            windows[e["round"]] = min(lo, e["first_batch_at"]), max(hi, e["last_batch_at"])
+        spans = e.get("execution_windows") or ({"": (e["first_batch_at"], e["last_batch_at"])} if e["batches"]
+                                               else {})
+        for execution, (first, last) in spans.items():
+            lo, hi = windows.get((e["round"], execution), (first, last))
+            windows[(e["round"], execution)] = min(lo, first), max(hi, last)
     return sum(hi - lo for lo, hi in windows.values())
+
+
+def _side_by_side(entry: dict) -> int:
+    """A stage's actors that worked at the same time: one execution's (older summaries: all of them)."""
+    return entry.get("concurrent_actors", entry["actors"]) or 0
 
 
 def _round_or_none(value: float | None, digits: int = 6) -> float | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from engine.config import Config, ConfigError, StageResourcesConfig
-from engine.stages.spec import Resources
+from engine.stages.spec import Resources, StageSpec
+
+FUSE_SETTINGS = {"true": True, "on": True, "false": False, "off": False, "auto": None}
 
 
 def resources_for(cfg: Config, key: str | None) -> Resources:
@@ -24,3 +26,28 @@ def resources_for(cfg: Config, key: str | None) -> Resources:
         resources=tuple(sorted((str(k), float(v)) for k, v in dict(custom).items())),
         torch_threads=pick(own.torch_threads, cluster.torch_threads),
     )
+
+
+def fuses(setting, specs: list[StageSpec]) -> bool:
+    """Whether one actor pool runs every stage of `specs` (cluster.fuse_stages): true, false, or auto (the
+    default): fused when no model stage reserves a GPU or runs on vLLM and every model stage asks for the same
+    resources. On CPUs the pools would share the node's cores anyway: fused, one actor runs each batch through
+    every stage with all the cores and loads each model once, where a pool per stage has three models' threads
+    competing for the cores (benchmarks/pipeline_overhead.py). On GPUs each model stage keeps its own pool and
+    devices; a vLLM stage keeps its own engine in its own actor."""
+    key = str(setting).strip().lower()
+    if key not in FUSE_SETTINGS:
+        raise ConfigError(f"cluster.fuse_stages={setting!r}: use auto, true or false")
+    if FUSE_SETTINGS[key] is not None:
+        return FUSE_SETTINGS[key]
+    models = [spec for spec in specs if spec.uses_model]
+    if not models or any(backend_of(spec) == "vllm" for spec in models):
+        return False  # a vLLM engine per stage actor: two engines in one process are not a tested setup
+    first = models[0].resources
+    return all(spec.resources.num_gpus == 0 and spec.resources == first for spec in models)
+
+
+def backend_of(spec: StageSpec) -> str | None:
+    """The backend (hf, vllm, echo) of a model stage's model, when its settings name one."""
+    model = getattr(spec.args, "model", None)
+    return getattr(model, "backend", None)

@@ -67,8 +67,10 @@ def test_fused_stages_make_the_same_rows_with_one_load_per_model(local_ray, tiny
     tiny_cfg.data.path = str(_seeds(tmp_path, 10))
     tiny_cfg.cluster.batch_size = 4
     tiny_cfg.run.progress = "off"
+    tiny_cfg.cluster.fuse_stages = "false"  # a pool per model stage (auto fuses them on CPUs)
     split = run(tiny_cfg)
-    tiny_cfg.cluster.fuse_stages = True
+    assert split["stage_pools"] == {"1": "per model stage"}
+    tiny_cfg.cluster.fuse_stages = "true"
     tiny_cfg.run.output_dir = str(tmp_path / "fused")
     fused = run(tiny_cfg)
 
@@ -80,6 +82,7 @@ def test_fused_stages_make_the_same_rows_with_one_load_per_model(local_ray, tiny
     # Evolve loads the model; Respond and Score (the same tiny config) find it loaded in the same actor
     assert loads["Respond"] < loads["Evolve"] / 5 and loads["Score"] < loads["Evolve"] / 5
     assert {s["kind"] for s in fused["stages"]} == {"actor_pool"}
+    assert fused["stage_pools"] == {"1": "fused"}
 
 
 def test_progress_logs_one_line_per_stage(local_ray, tiny_cfg, tmp_path, caplog):

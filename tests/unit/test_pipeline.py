@@ -16,8 +16,10 @@ import pytest
 from engine import pipeline
 from engine.chain import StageChain
 from engine.config import Config, ConfigError, compose
+from engine.io.layout import RunLayout
 from engine.io.ledger import commit_shard, done_keys, without_done
 from engine.io.seeds import read_files
+from engine.io.segments import in_segment, plan_segments
 from engine.io.sinks import split_round
 from engine.recipes import RECIPES, get_recipe, specs
 from engine.recipes.base import Recipe
@@ -29,6 +31,7 @@ class InProcess:
 
     def __init__(self):
         self.calls: list[str] = []
+        self.streamed: list[tuple[int, list[int], int]] = []  # (round, seed positions, rows expected) per stream
 
     def start(self) -> int:
         return 1
@@ -47,6 +50,9 @@ class InProcess:
     def read(self, files):
         return pa.concat_tables([pq.read_table(f) for f in files])
 
+    def segment(self, ds, lo, hi):
+        return in_segment(ds, lo, hi)
+
     def drop_done(self, ds, files, round_num):
         return without_done(ds, done_keys(files, round_num))
 
@@ -56,7 +62,8 @@ class InProcess:
 
     def stream(self, ds, stage_specs, round_num, expected, ledger, shard_rows):
         self.calls.append(f"round {round_num}: " + " ".join(s.name for s in stage_specs))
-        chain = StageChain(stage_specs)
+        self.streamed.append((round_num, sorted(ds["seed_index"].to_pylist()), expected))
+        chain = StageChain(stage_specs, pooled=True, execution=f"execution-{len(self.streamed)}")
         for lo in range(0, ds.num_rows, shard_rows):
             part = ds.slice(lo, shard_rows)
             out = chain({k: part[k].to_numpy(zero_copy_only=False) for k in part.column_names})
@@ -226,6 +233,13 @@ def test_the_summary_counts_replaced_actors_and_repeated_commits():
               {"round": 1, "stage": "Select", "kind": "tasks", "actors": 0}]
     assert retried(stages, {(1, "Evolve"): 1, (1, "Respond"): 1}, 0) == \
         {"stage_actors_replaced": {"round 1 Evolve": 2}, "shards_committed_again": 0}
+    # two segments, each with a pool of its own: a replaced actor is one beyond the pool within one execution
+    segmented = [{"round": 2, "stage": "Score", "kind": "actor_pool", "actors": 3,
+                  "actors_by_execution": {"seg-a": 1, "seg-b": 2}},
+                 {"round": 2, "stage": "Respond", "kind": "actor_pool", "actors": 2,
+                  "actors_by_execution": {"seg-a": 1, "seg-b": 1}}]
+    assert retried(segmented, {(2, "Score"): 1, (2, "Respond"): 1}, 0)["stage_actors_replaced"] == \
+        {"round 2 Score": 1}
     manifest = Manifest(Path("unused"), {}, [])
     manifest.entries += [{"kind": "shard", "round": 1, "file": "a"}, {"kind": "shard", "round": 1, "file": "a"},
                          {"kind": "reset", "round": 1}, {"kind": "shard", "round": 1, "file": "a"},
@@ -236,3 +250,87 @@ def test_the_summary_counts_replaced_actors_and_repeated_commits():
 def test_an_undisturbed_run_reports_nothing_retried(echo_cfg):
     summary = pipeline.run(echo_cfg, InProcess())
     assert summary["retried"] == {"stage_actors_replaced": {}, "shards_committed_again": 0}
+
+
+def data_rows(output_dir: str, round_num: int = 2) -> list[dict]:
+    """The rows a run kept in a round, by id."""
+    folder = RunLayout.at(output_dir).data(round_num)
+    rows = [row for path in sorted(folder.rglob("*.parquet")) for row in pq.read_table(path).to_pylist()]
+    return sorted(rows, key=lambda row: row["id"])
+
+
+def test_a_big_round_runs_in_segments_and_writes_the_same_rows(echo_cfg, tmp_path):
+    whole = InProcess()
+    echo_cfg.run.segment_rows = None
+    reference, reference_dir = pipeline.run(echo_cfg, whole), echo_cfg.run.output_dir
+    assert len(whole.streamed) == 2  # one execution per round
+
+    echo_cfg.run.output_dir = str(tmp_path / "segmented")
+    echo_cfg.run.segment_rows = 5
+    executor = InProcess()
+    summary = pipeline.run(echo_cfg, executor)
+    round_1 = [positions for r, positions, _ in executor.streamed if r == 1]
+    assert round_1 == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11]]  # seed positions, in ranges of 5 rows
+    assert [expected for r, _, expected in executor.streamed if r == 1] == [5, 5, 2]
+    round_2 = [positions for r, positions, _ in executor.streamed if r == 2]
+    assert sum(len(p) for p in round_2) == summary["per_round"][0]["rows_out"] and all(len(p) <= 5 for p in round_2)
+    assert summary["rows_conserved"]
+    for mine, theirs in zip(summary["per_round"], reference["per_round"], strict=True):
+        assert mine["scores"] == pytest.approx(theirs["scores"])  # means summed in another order
+        assert {**mine, "scores": None} == {**theirs, "scores": None}
+    kept = data_rows(echo_cfg.run.output_dir)
+    assert len(kept) == summary["rows_out"] > 0 and kept == data_rows(reference_dir)
+    assert summary["retried"]["stage_actors_replaced"] == {}  # a pool per segment is not a replaced actor
+    evolve = next(e for e in summary["stages"] if e["round"] == 1 and e["stage"] == "Evolve")
+    assert evolve["executions"] == 3 and evolve["actors"] == 3 and evolve["concurrent_actors"] == 1
+
+
+class DiesInSegment(InProcess):
+    """An executor whose driver dies when round 1's second segment starts (after the first one committed)."""
+
+    def stream(self, ds, stage_specs, round_num, expected, ledger, shard_rows):
+        if round_num == 1 and len(self.streamed) == 1:
+            raise KeyboardInterrupt("driver killed")
+        yield from super().stream(ds, stage_specs, round_num, expected, ledger, shard_rows)
+
+
+def test_a_rerun_skips_the_segments_already_committed(echo_cfg):
+    echo_cfg.run.segment_rows = 5
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(echo_cfg, DiesInSegment())
+    executor = InProcess()
+    summary = pipeline.run(echo_cfg, executor)
+    assert [positions for r, positions, _ in executor.streamed if r == 1] == [[5, 6, 7, 8, 9], [10, 11]]
+    assert summary["resumed"]["rows_reused"] == 5 and summary["rows_conserved"]
+    ids = [row["id"] for row in data_rows(echo_cfg.run.output_dir)]
+    assert len(ids) == len(set(ids)) == summary["rows_out"]
+
+
+def test_segments_never_split_a_seed_position_and_count_what_is_done():
+    positions = [3, 0, 1, 1, 1, 2, 7, 8, 9]
+    segments = plan_segments(positions, 2, done=[0, 1, 1])
+    assert [(s.lo, s.hi, s.rows, s.done) for s in segments] == [(0, 2, 4, 3), (2, 7, 2, 0), (7, 9, 2, 0), (9, 10, 1, 0)]
+    assert sum(s.rows for s in segments) == len(positions)
+    assert [s.remaining for s in segments] == [1, 2, 2, 1]
+    with pytest.raises(ValueError, match="segment_rows"):
+        plan_segments(positions, 0)
+
+
+def test_stages_share_one_pool_on_cpus_and_keep_their_own_on_gpus():
+    from engine.recipes.resources import fuses
+    from engine.runner import RayExecutor
+
+    cpu = Config()
+    ds = Recorded()
+    RayExecutor(cpu).apply_stages(ds, get_recipe(cpu).stages(1, {}))
+    (fused,) = ds.calls  # auto on CPUs: one actor runs every stage with all the cores
+    assert [s.name for s in fused["fn_constructor_kwargs"]["specs"]] == ["Evolve", "Eliminate", "Respond", "Score"]
+    gpu = compose(["cluster=gpu"])
+    assert not fuses(gpu.cluster.fuse_stages, get_recipe(gpu).stages(1, {}))  # each model keeps its devices
+    cpu.stages.respond.batch_size = 4  # a stage sized apart keeps its own pool
+    assert not fuses("auto", get_recipe(cpu).stages(1, {}))
+    vllm = compose(["model.backend=vllm"])
+    assert not fuses("auto", get_recipe(vllm).stages(1, {}))  # one vLLM engine per actor, as tested
+    assert fuses(True, get_recipe(cpu).stages(1, {})) and not fuses("false", get_recipe(Config()).stages(1, {}))
+    with pytest.raises(ConfigError, match="fuse_stages"):
+        fuses("sometimes", [])

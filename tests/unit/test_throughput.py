@@ -183,3 +183,17 @@ def test_an_actor_running_two_stages_is_counted_once():
     t = throughput(stage_figures(1, stages), 8, 6, 10.0, 1.0, 1, {"gpu_hour_usd": 1.0, "cpu_hour_usd": None})
     assert t["accelerator_hours"] == pytest.approx(6.5 / 3600, abs=1e-6)  # 100 -> 106.5, once
     assert t["generated_tokens_per_s_per_accelerator"] == pytest.approx(10 / 2.5, abs=1e-3)  # one GPU, 104 -> 106.5
+
+
+def test_segments_count_their_pools_apart_and_leave_the_reload_out_of_the_steady_state():
+    # One actor per segment: segment 1 runs 100-110, segment 2's actor loads 110-130 and runs 130-140.
+    first = batch_record("Evolve", "a", True, 98.0, 2.0, 100.0, 110.0, 10, 10, 10, 100, 50, execution="s1")
+    second = batch_record("Evolve", "b", True, 110.0, 20.0, 130.0, 140.0, 10, 10, 10, 100, 50, execution="s2")
+    stages: dict = {}
+    add_column(stages, _column([[first], [second]]))
+    (evolve,) = stage_figures(1, stages)
+    assert (evolve["actors"], evolve["executions"], evolve["concurrent_actors"]) == (2, 2, 1)
+    t = throughput([evolve], seeds=20, rows_out=20, wall_s=45.0, gpus_per_actor=1.0, nodes=1, cost={})
+    assert t["steady_state_s"] == pytest.approx(20.0)  # 10 s + 10 s, not the 40 s from first batch to last
+    assert t["bottleneck"]["busy_s_per_actor"] == pytest.approx(20.0)  # one actor at a time did all of it
+    assert t["generated_tokens_per_s_per_accelerator"] == pytest.approx(100 / 20.0)  # one accelerator, not two
