@@ -3,7 +3,9 @@ two-pass, length-bucketed, chunked-logit scorer, and the engine's vLLM scorer (p
 model, dtype and threads, in one run.
 
 Uses the real embedded SmolLM2-135M-Instruct on the demo seeds with their reference answers. Prints one JSON
-line per dtype and saves all of them to benchmarks/results/scoring.json with the machine's facts.
+line per dtype and saves all of them to benchmarks/results/scoring.json with the machine's facts. `--repeat N`
+runs both HF scorers N times, interleaved, and gives min / median / max (engine.bench.spread) of each and of
+their ratio; the headline figures are the medians.
 `roofline_fraction` is the engine's achieved FLOP rate over this machine's matmul rate for the dtype, measured in
 the same run. The vLLM scorer runs where vLLM is installed (`.venv-vllm/bin/python benchmarks/scoring.py`):
 `vllm.max_rel_diff_vs_hf` is its largest per-row relative difference from the HF scorer's scores.
@@ -15,12 +17,14 @@ import argparse
 import importlib.util
 import json
 import os
+import statistics
 import time
 from importlib import resources
 from pathlib import Path
 
 import torch
 
+from engine.bench import spread
 from engine.config import Config, ModelConfig
 from engine.recipes import specs
 from engine.records import records_from_rows
@@ -80,7 +84,7 @@ def forward_flops(model, tokens: int) -> float:
     return 2.0 * (body + head) * tokens
 
 
-def bench(dtype: str, rows: int, threads: int) -> dict:
+def bench(dtype: str, rows: int, threads: int, repeat: int = 1) -> dict:
     torch.set_num_threads(threads)
     model_cfg = ModelConfig(dtype=dtype, max_batch_size=16)
     cfg = Config(scorer=model_cfg)
@@ -90,10 +94,14 @@ def bench(dtype: str, rows: int, threads: int) -> dict:
     spans = [scorer.spans(r["instruction"], r["input"], r["output"]) for r in data]
     tokens = sum(len(s.qa_ids) + len(s.a_ids) for s in spans)
 
-    seed_s, reference = seed_style(scorer.model.model, spans)
-    started = time.perf_counter()
-    out = scorer(batch)
-    engine_s = time.perf_counter() - started
+    seed_times, engine_times = [], []
+    for _ in range(repeat):  # interleaved, so a change in the machine's load hits both alike
+        seconds, reference = seed_style(scorer.model.model, spans)
+        seed_times.append(seconds)
+        started = time.perf_counter()
+        out = scorer(batch)
+        engine_times.append(time.perf_counter() - started)
+    seed_s, engine_s = statistics.median(seed_times), statistics.median(engine_times)
 
     diffs = []
     for i, (l_q, l_aq, l_a) in enumerate(reference):
@@ -113,7 +121,11 @@ def bench(dtype: str, rows: int, threads: int) -> dict:
         "tokens": tokens,
         "seed_style_s": round(seed_s, 3),
         "engine_s": round(engine_s, 3),
-        "speedup": round(seed_s / engine_s, 3),
+        "speedup": round(seed_s / engine_s, 3),  # medians; the spreads below: min / median / max over repeats
+        "repeat": repeat,
+        "seed_style_s_spread": spread(seed_times),
+        "engine_s_spread": spread(engine_times),
+        "speedup_spread": spread([a / b for a, b in zip(seed_times, engine_times)]),
         "max_rel_diff": float(f"{max(diffs):.3g}"),
         "engine_gflops": round(achieved / 1e9, 1),
         "matmul_gflops": round(rate / 1e9, 1),
@@ -147,11 +159,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=60)
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--repeat", type=int, default=1, help="interleaved repeats of both scorers")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "scoring.json"))
     args = parser.parse_args()
     results = {"machine_at_start": machine_facts(), "by_dtype": []}
     for dtype in args.dtypes.split(","):
-        result = bench(dtype, args.rows, args.threads)
+        result = bench(dtype, args.rows, args.threads, args.repeat)
         print(json.dumps(result), flush=True)
         results["by_dtype"].append(result)
     results["machine_at_end"] = machine_facts()

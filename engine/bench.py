@@ -71,7 +71,8 @@ def measure(summary: dict) -> dict:
             "generated_tokens": sum(s["generated_tokens"] for s in generating),
             "generated_tokens_per_s": sum(s["generated_tokens"] for s in generating) / busy if busy else 0.0,
             "kept_rows_per_hour": summary["rows_out"] * 3600 / steady if steady else 0.0,
-            "bottleneck": (t["bottleneck"] or {}).get("stage"), "stages": stages, "throughput": t}
+            "bottleneck": (t["bottleneck"] or {}).get("stage"), "stages": stages, "throughput": t,
+            "stage_pools": summary.get("stage_pools")}
 
 
 def bench(args: argparse.Namespace) -> dict:

@@ -144,6 +144,31 @@ def round_segments(size: int | None, expected: int, positions, expansion, done: 
     return plan_segments(positions(), size, seed_positions(done, layout.store) if done else None)
 
 
+def stream_round(recipe: Recipe, executor: Executor, layout: RunLayout, manifest: Manifest, round_num: int, ds,
+                 todo: int, expansion: Expansion | None, done: list[Path], decisions: dict, positions) -> None:
+    """Stream what a round still has to do (`todo` rows; `done`: its committed shards) through its stages, as one
+    execution or one per segment, journaling each shard as it commits."""
+    segments = round_segments(recipe.cfg.run.segment_rows, todo, positions, expansion, done, layout)
+    if done:
+        ds = executor.drop_done(ds, done, round_num)
+    if expansion:
+        ds = executor.expand(ds, expansion)
+    specs, ledger = recipe.stages(round_num, decisions), layout.ledger(round_num)
+    for segment in segments:
+        # an expanding round's row count is known only at its end: its progress gives rows and rate, no ETA
+        part, rows = ds, 0 if expansion else todo
+        if segment is not None:
+            if not segment.remaining:
+                log.info("round %d: segment %d/%d (seed positions %d-%d) committed before, skipped", round_num,
+                         segment.index + 1, len(segments), segment.lo, segment.hi - 1)
+                continue
+            log.info("round %d: segment %d/%d: seed positions %d-%d, %d rows to run", round_num,
+                     segment.index + 1, len(segments), segment.lo, segment.hi - 1, segment.remaining)
+            part, rows = executor.segment(ds, segment.lo, segment.hi), segment.remaining
+        for name, shard_rows, ok in executor.stream(part, specs, round_num, rows, ledger, recipe.cfg.run.shard_rows):
+            manifest.record_shard(round_num, name, shard_rows, ok)
+
+
 def run_round(recipe: Recipe, executor: Executor, layout: RunLayout, manifest: Manifest, round_num: int, ds,
               expected: int, final: bool, decisions: dict, extra: dict, positions=None) -> RoundCounts:
     """One round: stream the input through the stages into committed ledger shards, apply the whole-round steps,
@@ -161,26 +186,8 @@ def run_round(recipe: Recipe, executor: Executor, layout: RunLayout, manifest: M
     if reused_shards:
         log.info("round %d: %d rows in %d committed shards reused", round_num, reused_rows, reused_shards)
     if reused_rows < expected or (expansion and not committed):
-        done = [ledger / name for name in committed]
-        segments = round_segments(recipe.cfg.run.segment_rows, expected, positions, expansion, done, layout)
-        if committed:
-            ds = executor.drop_done(ds, done, round_num)
-        if expansion:
-            ds = executor.expand(ds, expansion)
-        specs = recipe.stages(round_num, decisions)
-        for segment in segments:
-            # an expanding round's row count is known only at its end: its progress gives rows and rate, no ETA
-            part, todo = ds, 0 if expansion else expected - reused_rows
-            if segment is not None:
-                if not segment.remaining:
-                    log.info("round %d: segment %d/%d (seed positions %d-%d) committed before, skipped", round_num,
-                             segment.index + 1, len(segments), segment.lo, segment.hi - 1)
-                    continue
-                log.info("round %d: segment %d/%d: seed positions %d-%d, %d rows to run", round_num,
-                         segment.index + 1, len(segments), segment.lo, segment.hi - 1, segment.remaining)
-                part, todo = executor.segment(ds, segment.lo, segment.hi), segment.remaining
-            for name, rows, ok in executor.stream(part, specs, round_num, todo, ledger, recipe.cfg.run.shard_rows):
-                manifest.record_shard(round_num, name, rows, ok)
+        stream_round(recipe, executor, layout, manifest, round_num, ds, expected - reused_rows, expansion,
+                     [ledger / name for name in committed], decisions, positions)
     shards = manifest.shards(round_num)
     files = [ledger / name for name in sorted(shards)]
     written = sum(e["rows"] for e in shards.values())

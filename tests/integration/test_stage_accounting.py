@@ -112,3 +112,24 @@ def test_the_scorer_runs_with_its_own_batch_size(local_ray, tiny_cfg, tmp_path):
     rows = summary["rows_in"]  # 13: the bad line is carried as a rejected row
     assert by_stage["Score"]["rows_in"] == rows and by_stage["Score"]["batches"] >= -(-rows // 2)
     assert by_stage["Evolve"]["batches"] <= -(-rows // 4) + 1
+
+
+def test_a_round_in_segments_on_ray_keeps_every_row_and_counts_each_pool_once(local_ray, tiny_cfg, tmp_path):
+    tiny_cfg.data.path = str(_seeds(tmp_path, 20))  # 21 positions: 20 rows and one unreadable line
+    tiny_cfg.cluster.batch_size = 4
+    tiny_cfg.run.progress = "off"
+    tiny_cfg.run.segment_rows = None
+    whole = run(tiny_cfg)
+    tiny_cfg.run.segment_rows = 8
+    tiny_cfg.run.output_dir = str(tmp_path / "segmented")
+    segmented = run(tiny_cfg)
+
+    def rows(out):
+        return sorted(pq.read_table(out / "data" / "round_1").to_pylist(), key=lambda r: r["id"])
+
+    assert segmented["rows_conserved"] and segmented["rows_in"] == 21
+    assert rows(tmp_path / "segmented") == rows(tmp_path / "out")  # the same rows as one execution
+    evolve = next(s for s in segmented["stages"] if s["stage"] == "Evolve")
+    assert (evolve["executions"], evolve["concurrent_actors"], evolve["rows_in"]) == (3, 1, 21)
+    assert segmented["retried"]["stage_actors_replaced"] == {}  # a pool per segment is not a restart
+    assert whole["stages"][0]["executions"] == 1
