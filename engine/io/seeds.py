@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.config import Config
-from engine.io.readers import ReadPolicy, count_rows, find_duplicate_ids, iter_records
+from engine.io.readers import InputError, ReadPolicy, count_rows, find_duplicate_ids, iter_records
 from engine.io.shapes import Shape
 from engine.records import STATUS_OK
 
@@ -19,8 +19,13 @@ log = logging.getLogger("engine.io")
 
 
 def seed_source(cfg: Config) -> Path:
-    """The seed data path: data.path, or the demo seeds packaged with the engine."""
+    """The seed data path: data.path, or the demo seeds packaged with the engine. Seeds are read from a local or
+    mounted path (on a cluster, one every node reads at the same place); a URI is refused in one sentence."""
     if cfg.data.path:
+        if "://" in str(cfg.data.path):
+            raise InputError(f"data.path={cfg.data.path}: seed inputs must be a local or mounted path (on a "
+                             "cluster, shared storage every node reads at the same path); object-store URIs are "
+                             "supported for run.output_dir only")
         return Path(cfg.data.path).expanduser()
     return Path(str(resources.files("engine") / "data" / "demo_seeds.jsonl"))
 

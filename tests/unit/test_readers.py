@@ -329,3 +329,13 @@ def test_long_rows_are_rejected_or_truncated_by_policy(tmp_path):
 def np_join(batches):
     batches = list(batches)
     return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+
+
+def test_seeds_on_an_object_store_uri_are_refused_in_one_sentence():
+    from engine.config import Config
+    from engine.io.seeds import seed_source
+
+    cfg = Config()
+    cfg.data.path = "s3://bucket/seeds.jsonl"
+    with pytest.raises(InputError, match=r"data.path=s3://bucket/seeds.jsonl: .*local or mounted path"):
+        seed_source(cfg)
