@@ -10,7 +10,7 @@ from engine.config import Config
 from engine.io.layout import RunLayout
 from engine.io.sinks import RoundCounts
 from engine.recipes.base import Recipe
-from engine.recipes.resources import fuses
+from engine.recipes.resources import fuses, group_resources, group_stages
 
 
 def build_summary(cfg: Config, recipe: Recipe, rounds: list[RoundCounts], files: list[Path], skipped: list[Path],
@@ -59,12 +59,16 @@ def build_summary(cfg: Config, recipe: Recipe, rounds: list[RoundCounts], files:
         summary[cfg.recipe.name] = own
     # Per-stage accounting from the actors' own timings, and what the run (and a million seeds) costs.
     summary["stages"] = [entry for r in rounds for entry in throughput.stage_figures(r.round, r.stages)]
-    pools = {key: size for r in rounds for key, size in pool_sizes(recipe, r.round, decisions or {},
-                                                                  cfg.cluster.fuse_stages).items()}
+    # each round's stages grouped into actor pools as the executor groups them (cluster.fuse_stages, auto: fused
+    # on CPUs), each stage with its group's pool size
+    pools, summary["stage_pools"] = {}, {}
+    for r in rounds:
+        specs = recipe.stages(r.round, decisions or {})
+        fused = fuses(cfg.cluster.fuse_stages, specs)
+        summary["stage_pools"][str(r.round)] = "fused" if fused else "per model stage"
+        for group in group_stages(specs, fused):
+            pools.update({(r.round, spec.name): group_resources(group).pool_size for spec in group})
     summary["retried"] = retried(summary["stages"], pools, recommitted)
-    # how each round's stages were pooled (cluster.fuse_stages, auto: fused on CPUs)
-    fused = {r.round: fuses(cfg.cluster.fuse_stages, recipe.stages(r.round, decisions or {})) for r in rounds}
-    summary["stage_pools"] = {str(r): "fused" if on else "per model stage" for r, on in fused.items()}
     cost = {"gpu_hour_usd": cfg.run.cost.gpu_hour_usd, "cpu_hour_usd": cfg.run.cost.cpu_hour_usd}
     # GPUs each stage actor reserves: the widest model stage's (the summary's accelerator-hours use one figure)
     gpus = max((spec.resources.num_gpus for spec in recipe.stages(1, decisions or {})), default=0.0)
@@ -86,13 +90,3 @@ def retried(stages: list[dict], pools: dict[tuple[int, str], int], recommitted: 
         if extra:
             replaced[f"round {e['round']} {e['stage']}"] = extra
     return {"stage_actors_replaced": replaced, "shards_committed_again": recommitted}
-
-
-def pool_sizes(recipe: Recipe, round_num: int, decisions: dict, fused) -> dict[tuple[int, str], int]:
-    """Each stage's actor pool size in a round: its own spec's (a cheap stage runs in the pool before it, whose
-    resources it shares), or fused (cluster.fuse_stages, as recipes/resources.py decides it), the first model
-    stage's, whose pool runs every stage."""
-    specs = recipe.stages(round_num, decisions)
-    fused = fuses(fused, specs)
-    models = [spec for spec in specs if spec.uses_model]
-    return {(round_num, spec.name): (models[0] if fused and models else spec).resources.pool_size for spec in specs}

@@ -51,3 +51,29 @@ def backend_of(spec: StageSpec) -> str | None:
     """The backend (hf, vllm, echo) of a model stage's model, when its settings name one."""
     model = getattr(spec.args, "model", None)
     return getattr(model, "backend", None)
+
+
+def group_stages(specs: list[StageSpec], fuse: bool = False) -> list[list[StageSpec]]:
+    """Each model stage with the cheap stages that follow it (they run in its actors, with its resources);
+    leading cheap stages alone. `fuse` (cluster.fuse_stages): every stage in one group, so one actor pool runs
+    them all and loads each model once per actor instead of once per pool."""
+    if fuse and any(spec.uses_model for spec in specs):
+        return [list(specs)]
+    groups: list[list[StageSpec]] = []
+    for spec in specs:
+        if spec.uses_model or not groups:
+            groups.append([spec])
+        else:
+            groups[-1].append(spec)
+    return groups
+
+
+def group_resources(group: list[StageSpec]) -> Resources:
+    """A group runs with its model stage's resources (the first that loads a model; else the first stage's).
+    Fused, the widest reservation of its model stages, so every model fits in each actor."""
+    models = [spec.resources for spec in group if spec.uses_model] or [group[0].resources]
+    first = models[0]
+    return Resources(pool_size=first.pool_size, batch_size=first.batch_size,
+                     num_cpus=max(r.num_cpus for r in models), num_gpus=max(r.num_gpus for r in models),
+                     memory_gb=max((r.memory_gb or 0 for r in models), default=0) or None,
+                     resources=first.resources, torch_threads=first.torch_threads)
