@@ -24,18 +24,25 @@ LOSS_CHUNK = 1024
 
 
 @functools.cache
-def fastest_cpu_dtype() -> torch.dtype:
+def fastest_cpu_dtype(size: int = 512, tries: int = 3) -> torch.dtype:
     """float32 or bfloat16, whichever multiplies faster on this CPU: bf16 is ~6x faster where the cores have
-    AMX and ~300x slower on AVX2-only cores (both seen on this project's machines), so it is measured."""
+    AMX and ~300x slower on AVX2-only cores (both seen on this project's machines), so it is measured. Each
+    dtype gets two warm-up products (oneDNN builds its bf16 kernels on the first calls: timing the second alone
+    picked float32 on an AMX machine about one time in three, and scoring ran 2.7x slower) and the best of
+    `tries` timed ones; a few milliseconds per model load."""
     timings = {}
     for dtype in (torch.float32, torch.bfloat16):
-        a = torch.randn(256, 256).to(dtype)
-        torch.matmul(a, a)
-        started = time.perf_counter()
-        torch.matmul(a, a)
-        timings[dtype] = time.perf_counter() - started
+        a = torch.randn(size, size).to(dtype)
+        for _ in range(2):
+            torch.matmul(a, a)
+        best = float("inf")
+        for _ in range(tries):
+            started = time.perf_counter()
+            torch.matmul(a, a)
+            best = min(best, time.perf_counter() - started)
+        timings[dtype] = best
     choice = min(timings, key=timings.get)
-    log.info("dtype=auto on this CPU: %s (256^3 matmul: fp32 %.2g s, bf16 %.2g s)", choice,
+    log.info("dtype=auto on this CPU: %s (%d^3 matmul, best of %d: fp32 %.2g s, bf16 %.2g s)", choice, size, tries,
              timings[torch.float32], timings[torch.bfloat16])
     return choice
 

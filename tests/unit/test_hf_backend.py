@@ -75,3 +75,15 @@ def test_token_losses_match_hf_loss(tiny):
         with torch.no_grad():
             reference = tiny.model(ids, labels=ids).loss.item()
         assert np.isclose(loss.mean(), reference, rtol=1e-5)
+
+
+def test_auto_dtype_probe_picks_the_same_dtype_in_fresh_processes():
+    """dtype=auto is decided once per model load, in a new actor: the first probe in a process must already be
+    stable (timing a single warm-up-less product picked float32 on an AMX machine in most fresh processes)."""
+    import subprocess
+    import sys
+
+    code = "import torch; torch.set_num_threads(2); from engine.backends.hf import fastest_cpu_dtype as f; print(f())"
+    picks = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+             for _ in range(3)}
+    assert len(picks) == 1 and picks <= {"torch.float32", "torch.bfloat16"}
