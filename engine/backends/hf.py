@@ -29,7 +29,7 @@ def fastest_cpu_dtype(size: int = 512, tries: int = 3) -> torch.dtype:
     AMX and ~300x slower on AVX2-only cores (both seen on this project's machines), so it is measured. Each
     dtype gets two warm-up products (oneDNN builds its bf16 kernels on the first calls: timing the second alone
     picked float32 on an AMX machine in 6 of 8 fresh processes, and scoring ran 2.7x slower) and the best of
-    `tries` timed ones; a few milliseconds per model load."""
+    `tries` timed ones: 23 ms in a fresh process on the 2-core AMX machine, once per process (cached)."""
     timings = {}
     for dtype in (torch.float32, torch.bfloat16):
         a = torch.randn(size, size).to(dtype)
