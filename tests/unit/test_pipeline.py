@@ -209,7 +209,7 @@ def test_each_model_stage_gets_a_pool_batch_and_reservation_of_its_own():
     assert (respond["compute"].max_size, respond["batch_size"], "num_gpus" in respond) == (1, 16, False)
     assert (score["compute"].min_size, score["compute"].max_size, score["batch_size"], score["num_gpus"]) == \
         (3, 3, 64, 1.0)
-    # every pool calls its chain on the thread that built it (runner.stage_pool; tests/integration/test_stage_threads.py)
+    # every pool calls its chain on the thread that built it (runner.stage_pool; integration: test_stage_threads.py)
     assert all(call["compute"].enable_true_multi_threading for call in ds.calls)
 
 
