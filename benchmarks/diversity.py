@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.config import EmbedderConfig
-from engine.stages.diversity import dot_cutoff, embedding_text, min_neighbour_distances
+from engine.stages.analysis.diversity import dot_cutoff, embedding_text, min_neighbour_distances
 
 MiB = 1024 * 1024
 DIM = 384

@@ -14,7 +14,7 @@ each row's own seed, as the pipeline runs it).
 
 Each configuration runs `--repeat` times after a warm-up; the median is reported, with min and max. Model load
 (vLLM: engine start) is timed apart from generation. Saved to benchmarks/results/generation.json with the
-machine's facts (engine/machine.py). Run it where vLLM is installed: `.venv-vllm/bin/python
+machine's facts (engine/measure/machine.py). Run it where vLLM is installed: `.venv-vllm/bin/python
 benchmarks/generation.py` (`make install-vllm`); without vLLM only the HF stage runs.
 """
 
@@ -28,13 +28,12 @@ from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
-from engine.bench import spread
+from engine.commands.bench import spread
 from engine.config import Config, ModelConfig
-from engine.records import records_from_rows
-from engine.machine import machine_facts
+from engine.measure.machine import machine_facts
 from engine.prompts.evol import evolution_prompt, method_order, pick_method
+from engine.read.validate import records_from_rows
 from engine.recipes import specs
-
 
 MODELS = {
     "tiny": ModelConfig(name="tiny", embedded="tiny"),
@@ -63,9 +62,9 @@ class Timer:
             self.seconds += time.perf_counter() - started
 
 
-def summarise(runs: list[dict]) -> dict:
+def rate_spread(runs: list[dict]) -> dict:
     """The median run's figures, with min / median / max of tokens/s over the repeats."""
-    rates = spread([r["tokens_per_s"] for r in runs])  # engine.bench's min / median / max
+    rates = spread([r["tokens_per_s"] for r in runs])  # engine.commands.bench's min / median / max
     median = sorted(runs, key=lambda r: r["tokens_per_s"])[len(runs) // 2]
     return {**median, "repeats": rates["n"],
             "tokens_per_s_min_median_max": [rates["min"], round(rates["median"], 2), rates["max"]]}
@@ -98,7 +97,7 @@ def bench_hf_stage(cfg: Config, rows: list[dict], repeat: int, threads: int) -> 
     stage = specs.evolve(cfg, 1).build(torch_threads=threads)
     load_s = time.perf_counter() - started
     stage(records_from_rows(rows[:2]))  # warm-up
-    return {"load_s": round(load_s, 2), **summarise([run_stage(stage, rows) for _ in range(repeat)])}
+    return {"load_s": round(load_s, 2), **rate_spread([run_stage(stage, rows) for _ in range(repeat)])}
 
 
 def timed_generate(backend, prompts: list[str], sampling, batch_size: int) -> dict:
@@ -132,7 +131,7 @@ def bench_hf_batching(model: ModelConfig, prompts: list[str], batch_sizes: list[
 def bench_vllm(cfg: Config, rows: list[dict], repeat: int) -> dict:
     """The Evolve stage on vLLM, then bare LLM.generate on the same engine, prompt ids and SamplingParams."""
     from engine.backends.vllm_config import sampling_kwargs
-    from engine.rng import row_seeds
+    from engine.rows.rng import row_seeds
 
     started = time.perf_counter()
     stage = specs.evolve(cfg, 1).build()
@@ -169,7 +168,7 @@ def bench_vllm(cfg: Config, rows: list[dict], repeat: int) -> dict:
     backend.close()
     return {"load_s": round(load_s, 2), "engine": {k: v for k, v in backend.engine_kwargs.items()
                                                   if k not in ("model", "tokenizer")},
-            "vllm_stage": summarise(stage_runs), "bare_vllm": summarise(bare_runs), "stage_breakdown": breakdown}
+            "vllm_stage": rate_spread(stage_runs), "bare_vllm": rate_spread(bare_runs), "stage_breakdown": breakdown}
 
 
 def stage_sampling(cfg: Config):

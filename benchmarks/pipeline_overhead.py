@@ -27,16 +27,16 @@ from pathlib import Path
 import psutil
 import ray
 
-from engine import throughput
 from engine.backends.embedded import resolve_model_path
-from engine.chain import StageChain
-from engine.bench import spread
+from engine.commands.bench import spread
 from engine.config import Config, ModelConfig
-from engine.io.readers import iter_records
-from engine.machine import machine_facts
+from engine.measure.machine import machine_facts
+from engine.read.readers import iter_records
+from engine.read.seeds import seed_source
 from engine.recipes import get_recipe
-from engine.io.seeds import seed_source
-from engine.runner import run
+from engine.run import accounting
+from engine.run.chain import StageChain
+from engine.run.runner import run
 
 
 def in_process(cfg: Config) -> dict:
@@ -52,7 +52,7 @@ def in_process(cfg: Config) -> dict:
             began = time.perf_counter()
             batch = chain(batch)
             steady_s += time.perf_counter() - began
-            throughput.add_column(stages, batch.pop(throughput.STATS_COLUMN))
+            accounting.add_column(stages, batch.pop(accounting.STATS_COLUMN))
             kept += int((batch["status"] == "ok").sum())
     return {"total_s": time.perf_counter() - started, "load_s": load_s, "steady_s": steady_s, "kept": kept,
             "busy_s": {name: e["busy_s"] for name, e in stages.items()},

@@ -4,7 +4,7 @@ model, dtype and threads, in one run.
 
 Uses the real embedded SmolLM2-135M-Instruct on the demo seeds with their reference answers. Prints one JSON
 line per dtype and saves all of them to benchmarks/results/scoring.json with the machine's facts. `--repeat N`
-runs both HF scorers N times, interleaved, and gives min / median / max (engine.bench.spread) of each and of
+runs both HF scorers N times, interleaved, and gives min / median / max (engine.commands.bench.spread) of each and of
 their ratio; the headline figures are the medians.
 `roofline_fraction` is the engine's achieved FLOP rate over this machine's matmul rate for the dtype, measured in
 the same run. The vLLM scorer runs where vLLM is installed (`.venv-vllm/bin/python benchmarks/scoring.py`):
@@ -24,12 +24,11 @@ from pathlib import Path
 
 import torch
 
-from engine.bench import spread
+from engine.commands.bench import spread
 from engine.config import Config, ModelConfig
+from engine.measure.machine import machine_facts
+from engine.read.validate import records_from_rows
 from engine.recipes import specs
-from engine.records import records_from_rows
-from engine.machine import machine_facts
-
 
 SCORES = ("l_q", "l_a_given_q", "l_a", "ifd", "ic_ifd")
 

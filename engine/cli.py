@@ -12,9 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from engine.backends.base import BackendUnavailable
 from engine.config import CONF_DIR, ConfigError, register, to_config
-from engine.io.layout import RunLayout
-from engine.io.readers import InputError
-from engine.io.storage import Storage
+from engine.read.readers import InputError
+from engine.state.layout import RunLayout
+from engine.state.storage import Storage
 
 log = logging.getLogger("engine")
 NO_ROWS_EXIT = 3  # the run finished and wrote its outputs, but kept no row (2: refused before running)
@@ -27,11 +27,11 @@ def app(raw: DictConfig) -> None:
     cfg = to_config(raw)
     storage = Storage.resolve(cfg.run.output_dir)
     out = storage.root
-    from engine.runner import run  # imports ray: only once the config is valid
+    from engine.run.runner import run  # imports ray: only once the config is valid
 
     try:
         if cfg.compare.evolvers:  # experiment=slm_vs_llm: every evolver on the same seeds, joined by seed id
-            from engine.compare import run_comparison
+            from engine.commands.compare import run_comparison
 
             if not storage.local:
                 raise ConfigError(f"an evolver comparison writes to a local or mounted folder; "

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from engine.config import Config, ModelConfig
-from engine.records import records_from_rows
+from engine.read.validate import records_from_rows
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""The backend protocol every model engine implements: generation and per-token losses."""
+"""The backend protocols: generation and per-token losses (every model engine), and reward scoring."""
 
 from __future__ import annotations
 
@@ -79,6 +79,18 @@ class Backend(Protocol):
         ...
 
     def token_losses(self, sequences: list[list[int]]) -> list[np.ndarray]: ...
+
+
+class RewardBackend(Protocol):
+    """A reward model (load_backend kind="reward"): a two-turn chat in, one scalar out."""
+
+    name: str
+
+    def chat_ids(self, prompt: str, response: str, max_length: int) -> tuple[list[int], int]:
+        """Token ids of [user: prompt, assistant: response] (cut at `max_length`) and the response's own count."""
+        ...
+
+    def score(self, sequences: list[list[int]], batch_size: int) -> list[float]: ...
 
 
 class BackendUnavailable(RuntimeError):

@@ -1,5 +1,6 @@
-"""Reward models: a local sequence-classification model with a one-label head (analysis.reward.path), loaded
-the way every model is (a local directory, never the hub) and scored in padded batches."""
+"""The reward backend (load_backend kind="reward"): a local sequence-classification model with a one-label head
+(analysis.reward.path), loaded the way every model is (a local directory, never the hub) and scored in padded
+batches."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from engine.config import ModelConfig
 class RewardModel:
     """A reward model and its tokenizer on one device: the chat's token ids in, logit 0 of the head out."""
 
-    def __init__(self, path: str, torch_threads: int | None = None):
-        local = resolve_model_path(ModelConfig(name=path, path=path))
+    def __init__(self, model: ModelConfig, torch_threads: int | None = None):
+        local = resolve_model_path(model)
         if torch_threads:
             torch.set_num_threads(torch_threads)
-        self.name = path
+        self.name = model.name
         self.device = pick_device("auto")
         self.tokenizer = AutoTokenizer.from_pretrained(local)
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
@@ -52,8 +53,3 @@ class RewardModel:
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
             out += logits[:, 0].float().cpu().tolist()
         return out
-
-
-def load_reward_model(path: str, torch_threads: int | None = None) -> RewardModel:
-    """The reward model at the local directory `path` (BackendUnavailable when it is not one)."""
-    return RewardModel(path, torch_threads=torch_threads)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine.config import Config, ConfigError
 from engine.recipes.base import Recipe
-from engine.stages.spec import StageSpec
+from engine.recipes.spec import StageSpec
 
 __all__ = ["RECIPES", "Recipe", "StageSpec", "get_recipe"]
 

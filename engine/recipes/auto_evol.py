@@ -9,11 +9,8 @@ import json
 
 from engine.config import ConfigError
 from engine.recipes import specs
-from engine.recipes.base import Recipe, SetupTools, WholeRoundStep
-from engine.recipes.resources import resources_for
-from engine.recipes.steps import SelectTop
-from engine.stages.select import selection_active
-from engine.stages.spec import StageSpec
+from engine.recipes.base import Recipe, SetupTools
+from engine.recipes.spec import StageSpec
 
 METHOD = "auto_evol_method"  # the decision the set-up step hands the stages
 
@@ -48,8 +45,3 @@ class AutoEvol(Recipe):
             steps.append(specs.keywords(self.cfg))
         steps += [specs.eliminate(self.cfg), specs.respond(self.cfg, round_num), specs.score(self.cfg, round_num)]
         return [step for step in steps if step is not None]
-
-    def after_round(self, round_num: int, final: bool) -> list[WholeRoundStep]:
-        if final and selection_active(self.cfg.select):
-            return [SelectTop(self.cfg.select, resources_for(self.cfg, None))]
-        return []

@@ -9,14 +9,19 @@
 
 from __future__ import annotations
 
-
 from engine.config import ConfigError
-from engine.io.layout import RunLayout
 from engine.recipes import specs
 from engine.recipes.base import Expansion, Recipe, RoundInput
-from engine.stages.autoif import augment_call_rows, expand_queries, instruction_rows, load_queries, seed_constraints
-from engine.stages.select import selection_active
-from engine.stages.spec import StageSpec
+from engine.recipes.spec import StageSpec
+from engine.stages.autoif.augment import (
+    augment_call_rows,
+    expand_queries,
+    instruction_rows,
+    load_queries,
+    seed_constraints,
+)
+from engine.stages.scoring.select import selection_active
+from engine.state.layout import RunLayout
 
 PHASES = ("augment", "verify", "answer")
 
@@ -64,11 +69,11 @@ class AutoIF(Recipe):
             return [specs.verify(self.cfg, round_num), specs.cross_validate(self.cfg)]
         return [specs.respond(self.cfg, round_num, prompt="autoif")]
 
-    def summarise(self, per_round: list[dict]) -> dict:
-        return summarise(per_round)
+    def summary_section(self, per_round: list[dict]) -> dict:
+        return funnel(per_round)
 
 
-def summarise(per_round: list[dict]) -> dict:
+def funnel(per_round: list[dict]) -> dict:
     """Pass rates at every filter: lines kept by dedup, generations parsed, functions executable, cases kept,
     functions kept, constraints verified, queries answered."""
     if len(per_round) < 2:

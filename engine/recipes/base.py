@@ -1,23 +1,25 @@
-"""The Recipe protocol: what a recipe declares, and what the pipeline (engine/pipeline.py) asks it for.
+"""The Recipe protocol: what a recipe declares, and what the pipeline (engine/run/pipeline.py) asks it for.
 
 A recipe never runs anything. It says how many rounds it has, where each round's rows come from, the stages
-of each round in order (StageSpecs: stage, typed args, resources), the whole-round steps after it (selection),
-and an optional set-up step before round 1 (the Auto Evol-Instruct optimizer). Every method has one caller,
+of each round in order (StageSpecs: stage, typed args, resources), the whole-round steps after it (by default
+the selection cut of engine/recipes/steps.py), and an optional set-up step before round 1 (the Auto
+Evol-Instruct optimizer). Every method has one caller,
 the pipeline, and a default here, so the pipeline never probes a recipe for what it has."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 
 from engine.config import Config
-from engine.io.layout import RunLayout
-from engine.io.storage import Storage
-from engine.stages.spec import StageSpec
+from engine.recipes.resources import resources_for
+from engine.recipes.spec import StageSpec
+from engine.recipes.steps import SelectTop, WholeRoundStep
+from engine.stages.scoring.select import selection_active
+from engine.state.layout import RunLayout
 
 
 @dataclass(frozen=True)
@@ -45,25 +47,6 @@ class SetupTools:
     first_instructions: Callable[[int], list[str]]
     call_in_actor: Callable[..., Any]  # (spec: StageSpec, method: str, *args) -> result
     layout: RunLayout
-
-
-class WholeRoundStep(ABC):
-    """A step that needs every row of a round at once (the selection cut): planned on the driver from the
-    round's committed shards, then applied row by row as one stage."""
-
-    name: str = "whole_round"
-
-    @abstractmethod
-    def plan(self, files: list[Path], storage: Storage) -> Any:
-        """Read what the step needs from the round's shards (a few columns, on `storage`) and decide."""
-
-    @abstractmethod
-    def spec(self, plan: Any) -> StageSpec:
-        """The stage that applies the decision to each row."""
-
-    def record(self, plan: Any) -> Optional[dict]:
-        """What the round's counts keep about the decision (summary.json["selection"])."""
-        return None
 
 
 class Recipe(ABC):
@@ -100,9 +83,12 @@ class Recipe(ABC):
         """The round's stages, in order; `decisions` are the set-up step's."""
 
     def after_round(self, round_num: int, final: bool) -> list[WholeRoundStep]:
-        """Whole-round steps after the round's stages (default: none)."""
+        """Whole-round steps after the round's stages. Default: after the final round, the selection cut when
+        select.* asks for one (a recipe whose rows carry no scores refuses select.* when it is built)."""
+        if final and selection_active(self.cfg.select):
+            return [SelectTop(self.cfg.select, resources_for(self.cfg, None))]
         return []
 
-    def summarise(self, per_round: list[dict]) -> Optional[dict]:
+    def summary_section(self, per_round: list[dict]) -> Optional[dict]:
         """The recipe's own section of summary.json (under its name), or None."""
         return None

@@ -1,17 +1,14 @@
 """Evol-Instruct (paper Sec. 2.1), top to bottom: seeds -> evolve -> eliminate -> respond -> score, chained for
 `rounds`; after the final round the selection cut (select.*) keeps the top by IC-IFD; the pipeline writes
-data/, the exports and rejects/ (engine/io/layout.py).
+data/, the exports and rejects/ (engine/state/layout.py).
 
 Round r's survivors are round r+1's seeds; the method for seed row i in round r is methods[(i + r) % K]."""
 
 from __future__ import annotations
 
 from engine.recipes import specs
-from engine.recipes.base import Recipe, WholeRoundStep
-from engine.recipes.resources import resources_for
-from engine.recipes.steps import SelectTop
-from engine.stages.select import selection_active
-from engine.stages.spec import StageSpec
+from engine.recipes.base import Recipe
+from engine.recipes.spec import StageSpec
 
 
 class EvolInstruct(Recipe):
@@ -25,8 +22,3 @@ class EvolInstruct(Recipe):
             specs.score(self.cfg, round_num),  # None when scoring is off
         ]
         return [step for step in steps if step is not None]
-
-    def after_round(self, round_num: int, final: bool) -> list[WholeRoundStep]:
-        if final and selection_active(self.cfg.select):
-            return [SelectTop(self.cfg.select, resources_for(self.cfg, None))]
-        return []

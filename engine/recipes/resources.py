@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from engine.config import Config, ConfigError, StageResourcesConfig
-from engine.stages.spec import Resources, StageSpec
+from engine.recipes.spec import Resources, StageSpec
 
 FUSE_SETTINGS = {"true": True, "on": True, "false": False, "off": False, "auto": None}
 
@@ -13,7 +13,7 @@ def resources_for(cfg: Config, key: str | None) -> Resources:
     cluster.* defaults (a cheap step of its own, such as the selection cut)."""
     own = StageResourcesConfig() if key is None else getattr(cfg.stages, key, None)
     if own is None:
-        raise ConfigError(f"stages.{key}: no such stage key; see StagesConfig in engine/config.py")
+        raise ConfigError(f"stages.{key}: no such stage key; see StagesConfig in engine/config/__init__.py")
     cluster = cfg.cluster
     pick = lambda mine, default: default if mine is None else mine  # noqa: E731
     custom = own.resources or cluster.actor_resources or {}

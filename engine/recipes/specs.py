@@ -8,16 +8,16 @@ from typing import Optional
 
 from engine.config import Config
 from engine.recipes.resources import resources_for
-from engine.stages.auto_evolve import AutoEvolve, AutoEvolveArgs
-from engine.stages.autoif import AugmentArgs, AugmentGen, seed_constraints
-from engine.stages.eliminate import Eliminate
-from engine.stages.evolve import Evolve, EvolveArgs
-from engine.stages.keywords import KeywordsArgs, TrajectoryKeywords
-from engine.stages.optimize import MethodOptimizer, OptimizerArgs
-from engine.stages.respond import Respond, RespondArgs
-from engine.stages.score import Score, ScoreArgs
-from engine.stages.spec import StageSpec
-from engine.stages.verify import CrossValidate, CrossValidateArgs, VerifyArgs, VerifyGen
+from engine.recipes.spec import StageSpec
+from engine.stages.analysis.keywords import KeywordsArgs, TrajectoryKeywords
+from engine.stages.autoif.augment import AugmentArgs, AugmentGen, seed_constraints
+from engine.stages.autoif.verify import CrossValidate, CrossValidateArgs, VerifyArgs, VerifyGen
+from engine.stages.generation.auto_evolve import AutoEvolve, AutoEvolveArgs
+from engine.stages.generation.eliminate import Eliminate
+from engine.stages.generation.evolve import Evolve, EvolveArgs
+from engine.stages.generation.optimize import MethodOptimizer, OptimizerArgs
+from engine.stages.generation.respond import Respond, RespondArgs
+from engine.stages.scoring.score import Score, ScoreArgs
 
 
 def evolve(cfg: Config, round_num: int) -> StageSpec:

@@ -3,20 +3,40 @@
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.config import SelectConfig
-from engine.io.storage import Storage
-from engine.recipes.base import WholeRoundStep
-from engine.records import STATUS_OK
-from engine.stages.select import RANKINGS, Cut, Select, plan_cut
-from engine.stages.spec import Resources, StageSpec
+from engine.recipes.spec import Resources, StageSpec
+from engine.rows.records import STATUS_OK
+from engine.stages.scoring.select import RANKINGS, Cut, Select, plan_cut
+from engine.state.storage import Storage
 
 log = logging.getLogger("engine.recipes")
+
+
+class WholeRoundStep(ABC):
+    """A step that needs every row of a round at once (the selection cut): planned on the driver from the
+    round's committed shards, then applied row by row as one stage."""
+
+    name: str = "whole_round"
+
+    @abstractmethod
+    def plan(self, files: list[Path], storage: Storage) -> Any:
+        """Read what the step needs from the round's shards (a few columns, on `storage`) and decide."""
+
+    @abstractmethod
+    def spec(self, plan: Any) -> StageSpec:
+        """The stage that applies the decision to each row."""
+
+    def record(self, plan: Any) -> Optional[dict]:
+        """What the round's counts keep about the decision (summary.json["selection"])."""
+        return None
 
 
 class SelectTop(WholeRoundStep):

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from engine.io.layout import RunLayout
-from engine.io.sinks import write_json
+from engine.measure.stats import QUANTILES
 from engine.report.html import render
 from engine.report.plots import draw_report
 from engine.report.throughput import per_model_section, stages_section
-from engine.stats import QUANTILES
+from engine.state.layout import RunLayout
+from engine.state.storage import write_json
 
 ANALYZE = "python -m engine.analyze {run_dir}"
 OUTPUT_SPACE_FLAG = "recipe.output_space=true"

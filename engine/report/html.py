@@ -8,8 +8,8 @@ from __future__ import annotations
 import html
 import math
 
+from engine.measure.stats import QUANTILES  # column heads (its keys), in the order the analysis writes them
 from engine.report.throughput import MODEL_HEAD, STAGE_HEAD, model_rows, stage_rows
-from engine.stats import QUANTILES  # column heads (its keys), in the order the analysis writes them
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem auto;max-width:72rem;

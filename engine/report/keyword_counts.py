@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from engine.io.layout import RunLayout
-from engine.io.sinks import write_json
-from engine.stages.keywords import count_keywords
+from engine.stages.analysis.keywords import count_keywords
+from engine.state.layout import RunLayout
+from engine.state.storage import write_json
 
 
 def keyword_lists(run_dir: Path):

@@ -241,10 +241,9 @@ def _build_root(plan: list, mountpoint: str) -> None:
 def _block_sockets() -> None:
     """Fallback when no network namespace could be made: make Python's socket constructors raise. This only stops
     Python-level sockets (not `_socket` reached some other way, ctypes, or a subprocess): see README.md."""
+    import _socket
     import errno
     import socket
-
-    import _socket
 
     def denied(*args, **kwargs):
         raise PermissionError(errno.EACCES, "network access is disabled in the sandbox (socket_block mode)")

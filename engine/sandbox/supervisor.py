@@ -25,8 +25,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from engine.sandbox import _child
-from engine.sandbox.isolation import (INSTALL_HINT, JOB_DIR, SUPERVISOR_PROCESSES, JobCgroup, UidPool, bwrap_argv,
-                                      cgroup_parents, find_bwrap, root_plan)
+from engine.sandbox.isolation import (
+    INSTALL_HINT,
+    JOB_DIR,
+    SUPERVISOR_PROCESSES,
+    JobCgroup,
+    UidPool,
+    bwrap_argv,
+    cgroup_parents,
+    find_bwrap,
+    root_plan,
+)
 
 CHILD_SCRIPT = os.path.abspath(_child.__file__)
 UID_FIRST = 2_000_000_000  # default sandbox uid range: far above login users, system users and nobody (65534)

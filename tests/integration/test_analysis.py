@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from engine.analyze import analyse_run
 from engine.backends.embedded import resolve_model_path
+from engine.commands.analyze import analyse_run
 from engine.prompts.judges import DIFFICULTY_LABELS
-from engine.runner import run
+from engine.run.runner import run
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_analyze_cli_refuses_a_directory_that_is_not_a_run(tmp_path):
 
 
 def test_pairwise_judge_swaps_positions_and_counts_every_pair(local_ray, tiny_cfg, tmp_path):
-    from engine.pairwise import judge_files
+    from engine.commands.pairwise import judge_files
 
     questions = [f"Name {n} animals that live in the sea." for n in range(2, 8)]
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"

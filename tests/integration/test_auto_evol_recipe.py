@@ -3,7 +3,7 @@ raw answer, keyword counting, and the optimizer loop's saved artefacts."""
 
 import json
 
-from engine.runner import run
+from engine.run.runner import run
 
 
 def auto_evol_cfg(cfg, tmp_path, rows: int, evolve_tokens: int):

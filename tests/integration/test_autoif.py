@@ -8,9 +8,9 @@ import os
 
 import pyarrow.parquet as pq
 
-from engine.runner import run
+from engine.run.runner import run
 from engine.sandbox.isolation import find_bwrap
-from engine.stages.autoif import seed_constraints
+from engine.stages.autoif.augment import seed_constraints
 
 
 def test_autoif_phases_account_for_every_line_and_constraint(local_ray, tiny_cfg, tmp_path):

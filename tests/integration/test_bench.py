@@ -3,7 +3,7 @@ min <= median <= max over the repeats."""
 
 import json
 
-from engine.bench import main, write_seeds
+from engine.commands.bench import main, write_seeds
 
 
 def test_bench_runs_a_tiny_workload_twice(local_ray, tmp_path, capsys):

@@ -5,7 +5,7 @@ import json
 import pyarrow.parquet as pq
 
 from engine.prompts.evol import method_order, pick_method
-from engine.runner import run
+from engine.run.runner import run
 
 
 def _rows(path):

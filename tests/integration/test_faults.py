@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from engine.io.manifest import read_lines
+from engine.state.manifest import read_lines
 from tests.integration.conftest import RAY, REPO
 
 pytestmark = pytest.mark.slow
@@ -228,7 +228,7 @@ def test_bad_input_is_rejected_row_by_row_and_good_rows_all_come_out(ray_head, t
 
 
 def test_the_same_seed_reproduces_the_same_data(local_ray, tiny_cfg, tmp_path):
-    from engine.runner import run
+    from engine.run.runner import run
 
     tiny_cfg.data.path = str(write_seeds(tmp_path / "seeds.jsonl", 12))
     tiny_cfg.cluster.batch_size = 4

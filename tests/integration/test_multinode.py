@@ -16,8 +16,14 @@ import pytest
 
 from tests.integration.conftest import REPO
 from tests.integration.multinode_fixture import multinode  # noqa: F401 (the fixture)
-from tests.integration.test_faults import (assert_exactly_once, engine_command, shard_entries, start_driver, wait_for,
-                                         write_seeds)
+from tests.integration.test_faults import (
+    assert_exactly_once,
+    engine_command,
+    shard_entries,
+    start_driver,
+    wait_for,
+    write_seeds,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ ENGINE = REPO / "engine"
 
 
 def test_a_round_makes_no_ray_deprecation_warning_from_engine_code(local_ray, tmp_path):
-    from engine.runner import run
+    from engine.run.runner import run
 
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text("".join(json.dumps({"instruction": f"List {i} uses of clay.", "input": ""}) + "\n"

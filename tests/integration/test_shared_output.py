@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from engine.io.manifest import read_lines
+from engine.state.manifest import read_lines
 from tests.integration.conftest import REPO
 from tests.integration.test_faults import assert_exactly_once, engine_command, write_seeds
 

@@ -8,8 +8,8 @@ import re
 import pyarrow.parquet as pq
 import pytest
 
-from engine.runner import run
-from engine.throughput import STATS_COLUMN
+from engine.run.accounting import STATS_COLUMN
+from engine.run.runner import run
 
 
 def _seeds(tmp_path, n):
@@ -90,7 +90,7 @@ def test_progress_logs_one_line_per_stage(local_ray, tiny_cfg, tmp_path, caplog)
     tiny_cfg.cluster.batch_size = 4
     tiny_cfg.run.progress = "line"
     tiny_cfg.run.progress_interval_s = 0.2
-    with caplog.at_level(logging.INFO, logger="engine.runner"):
+    with caplog.at_level(logging.INFO, logger="engine.run.runner"):
         run(tiny_cfg)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("round 1 ")]
     stages = {line.split()[2].rstrip(":") for line in lines if "rows/s" in line}

@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import ray
 
-from engine.runner import stage_pool
+from engine.run.runner import stage_pool
 
 
 def test_pool_actors_call_on_the_thread_that_built_them(local_ray):

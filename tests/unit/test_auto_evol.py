@@ -99,7 +99,7 @@ def test_auto_evolve_stage_rejects_unparsable_answers_with_the_raw_text(tiny_cfg
 
 
 def test_method_lines_and_keyword_counts():
-    from engine.stages.keywords import count_keywords, method_lines
+    from engine.stages.analysis.keywords import count_keywords, method_lines
 
     methods = "Step 1 #Methods List#:\n1. Add a time limit\n\n2. Ask for a comparison\n#Method List# end"
     assert method_lines(methods) == ["1. Add a time limit", "2. Ask for a comparison"]
@@ -125,7 +125,7 @@ def test_keyword_stage_summarises_each_method_line(tiny_cfg):
 def test_balance_samples_the_larger_run_down_with_a_seed(tmp_path):
     import json
 
-    from engine.balance import balance
+    from engine.commands.balance import balance
 
     for name, n in (("slm", 10), ("llm", 4)):
         run = tmp_path / name
@@ -143,7 +143,7 @@ def test_balance_samples_the_larger_run_down_with_a_seed(tmp_path):
 
 
 def test_optimizer_selection_rule_prefers_the_lowest_failure_rate_and_keeps_the_current_on_ties():
-    from engine.stages.optimize import choose
+    from engine.stages.generation.optimize import choose
 
     assert choose([0.5, 0.25, 0.75]) == 1
     assert choose([0.25, 0.25, 0.5]) == 0  # a candidate must beat the current method, not tie it

@@ -3,8 +3,13 @@
 import pytest
 
 from engine.prompts.autoif import augment_prompt, concat_prompt, verification_prompt
-from engine.stages.autoif_rules import (
-    augment_lines, cross_validate, dedup_instructions, extract_verification, normalise_expected, unique_cases,
+from engine.stages.autoif.rules import (
+    augment_lines,
+    cross_validate,
+    dedup_instructions,
+    extract_verification,
+    normalise_expected,
+    unique_cases,
 )
 
 AUGMENT = """

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.compare import check_comparison, evolver_config, join_counts, join_sides, lineage_id, load_side
+from engine.commands.compare import check_comparison, evolver_config, join_counts, join_sides, lineage_id, load_side
 from engine.config import Config, ConfigError, ModelConfig, config_hash
 
 TINY = ModelConfig(name="tiny", embedded="tiny")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from engine.config import EmbedderConfig
-from engine.stages.diversity import (
+from engine.stages.analysis.diversity import (
     Embed,
     EmbedArgs,
     diversity_summary,

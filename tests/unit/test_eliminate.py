@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from engine.stages.eliminate import Eliminate, elimination_reason
+from engine.stages.generation.eliminate import Eliminate, elimination_reason
 
 
 @pytest.mark.parametrize(
@@ -55,13 +55,13 @@ def test_stage_rejects_in_place_and_keeps_rows():
     ],
 )
 def test_degenerate_responses_are_named(response, reason):
-    from engine.stages.eliminate import response_reason
+    from engine.stages.generation.eliminate import response_reason
 
     assert response_reason(response, "Name a fruit.")[0] == reason
 
 
 def test_real_prose_is_not_mistaken_for_a_loop():
-    from engine.stages.eliminate import is_runaway_repetition
+    from engine.stages.generation.eliminate import is_runaway_repetition
 
     prose = (
         "Rivers carve valleys over thousands of years, carrying sediment from mountains to the sea. Along the way "

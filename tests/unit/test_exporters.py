@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.export import main as export_main
-from engine.records import records_from_rows
-from engine.io.sinks import split_round, write_dataset_info
+from engine.commands.export import main as export_main
+from engine.read.validate import records_from_rows
+from engine.write.sinks import split_round, write_dataset_info
 
 REPO = Path(__file__).resolve().parents[2]
 ROWS = [

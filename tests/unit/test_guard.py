@@ -3,14 +3,15 @@
 import numpy as np
 import pytest
 
-from engine.chain import GuardedStage, RowsLost
-from engine.stages.spec import StageSpec
+from engine.recipes.spec import StageSpec
+from engine.run.chain import GuardedStage, RowsLost
 from tests.conftest import seed_batch
 
 
 class Shout:
     """A stage that upper-cases ok rows and raises on any row holding "POISON" (or on everything, if told)."""
 
+    uses_model = False
     calls = 0
 
     def __init__(self, broken=False, torch_threads=None):

@@ -9,7 +9,7 @@ import pytest
 from engine.config import Config, ModelConfig
 from engine.prompts import judges
 from engine.prompts.judges import combine_orders, parse_difficulty, parse_score, parse_verdict
-from engine.stages.reward import adjust, meta_prompt
+from engine.stages.analysis.reward import adjust, meta_prompt
 
 CODE_DIFFICULTY = (
     "# Instruction\nYou first need to identify the given user intent and then label the difficulty level of the user "
@@ -163,7 +163,7 @@ def _batch(n):
 
 
 def test_judge_retries_unparsable_then_counts_it(monkeypatch):
-    from engine.stages import judge as judge_mod
+    from engine.stages.analysis import judge as judge_mod
 
     answers = ["hard", "no idea", "still no idea",   # difficulty: row 1 retried once, stays unparsable
                "50", "Score: 70"]                     # complexity: both parse first time
@@ -180,7 +180,7 @@ def test_judge_retries_unparsable_then_counts_it(monkeypatch):
 
 
 def test_pairwise_stage_swaps_positions(monkeypatch):
-    from engine.stages import judge as judge_mod
+    from engine.stages.analysis import judge as judge_mod
 
     seen = []
 
@@ -205,7 +205,7 @@ def test_pairwise_stage_swaps_positions(monkeypatch):
 
 
 def test_answer_files_pair_by_id_else_by_question(tmp_path):
-    from engine.pairwise import pair_rows, read_answers
+    from engine.commands.pairwise import pair_rows, read_answers
 
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     a.write_text("\n".join(json.dumps(r) for r in [

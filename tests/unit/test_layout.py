@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from engine.io.exporters import dataset_info_entries
-from engine.io.layout import RunLayout
+from engine.state.layout import RunLayout
+from engine.write.exporters import dataset_info_entries
 
 
 def test_run_folder_paths_are_the_documented_ones(tmp_path):

@@ -1,6 +1,6 @@
 """The machine facts saved beside every benchmark: the vector ISA decides what bf16 and fp32 cost here."""
 
-from engine.machine import cpu_facts, machine_facts
+from engine.measure.machine import cpu_facts, machine_facts
 
 AMX = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile\n"
 AVX2 = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse avx avx2 fma\n"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from engine.io.manifest import MANIFEST, Manifest, ResumeRefused, input_fingerprint
+from engine.state.manifest import MANIFEST, Manifest, ResumeRefused, input_fingerprint
 
 
 def test_entries_survive_a_reopen_and_a_torn_last_line(tmp_path):

@@ -12,8 +12,8 @@ import torch
 from engine.backends import Sampling, load_backend
 from engine.backends.base import ENTROPY_EDGES, TOP1_EDGES
 from engine.config import ModelConfig
-from engine.io.sinks import RoundCounts, _count
-from engine import output_space
+from engine.measure import output_space
+from engine.run.counts import RoundCounts, count_table
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +60,10 @@ def test_round_counts_add_rows_per_evolver_and_survive_the_manifest_state():
         "output_space": [row(3, 4), row(5, 6), ""],
     })
     counts = RoundCounts(round=1)
-    _count(counts, table, pc.equal(table["status"], "ok"))
+    count_table(counts, table, pc.equal(table["status"], "ok"))
     again = RoundCounts.from_state(json.loads(json.dumps(counts.state())))
     again.merge(counts)
-    summary = output_space.summarise(again.output_space)
+    summary = output_space.histogram_summary(again.output_space)
     assert list(summary) == ["small"]  # rejected rows count too: their tokens were generated
     small = summary["small"]
     assert small["positions"] == 20 and small["top1_counts"][3] == 8 and small["top1_counts"][5] == 12

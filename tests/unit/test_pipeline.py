@@ -8,22 +8,21 @@ import inspect
 import json
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine import pipeline
-from engine.chain import StageChain
 from engine.config import Config, ConfigError, compose
-from engine.io.layout import RunLayout
-from engine.io.ledger import commit_shard, done_keys, without_done
-from engine.io.seeds import read_files
-from engine.io.segments import in_segment, plan_segments
-from engine.io.sinks import split_round
+from engine.read.seeds import read_files
 from engine.recipes import RECIPES, get_recipe, specs
 from engine.recipes.base import Recipe
-from engine.stages.spec import Resources
+from engine.recipes.spec import Resources
+from engine.run import pipeline
+from engine.run.chain import StageChain
+from engine.state.layout import RunLayout
+from engine.state.ledger import commit_shard, done_keys, without_done
+from engine.state.segments import in_segment, plan_segments
+from engine.write.sinks import split_round
 
 
 class InProcess:
@@ -122,7 +121,7 @@ def test_the_optimizers_choice_reaches_the_stages_and_the_manifest_not_the_confi
     echo_cfg.auto_evol.optimize = True
     echo_cfg.rounds, echo_cfg.select.fraction = 1, None
     chosen = "Rewrite the instruction so that it needs two steps of reasoning.\n"
-    monkeypatch.setattr("engine.stages.optimize.MethodOptimizer.run", lambda self, train, dev: (chosen, []))
+    monkeypatch.setattr("engine.stages.generation.optimize.MethodOptimizer.run", lambda self, train, dev: (chosen, []))
     seen = []
     original = get_recipe(echo_cfg).__class__.stages
 
@@ -195,7 +194,7 @@ class Recorded:
 
 
 def test_each_model_stage_gets_a_pool_batch_and_reservation_of_its_own():
-    from engine.runner import RayExecutor
+    from engine.run.runner import RayExecutor
 
     cfg = Config()
     cfg.cluster.pool_size, cfg.cluster.batch_size = 1, 16
@@ -214,7 +213,7 @@ def test_each_model_stage_gets_a_pool_batch_and_reservation_of_its_own():
 
 
 def test_retry_bounds_reach_ray_only_when_set():
-    from engine.runner import RayExecutor
+    from engine.run.runner import RayExecutor
 
     cfg = Config()
     ds = Recorded()
@@ -227,8 +226,8 @@ def test_retry_bounds_reach_ray_only_when_set():
 
 
 def test_the_summary_counts_replaced_actors_and_repeated_commits():
-    from engine.io.manifest import Manifest
-    from engine.summary import retried
+    from engine.run.summary import retried
+    from engine.state.manifest import Manifest
 
     stages = [{"round": 1, "stage": "Evolve", "kind": "actor_pool", "actors": 3},
               {"round": 1, "stage": "Respond", "kind": "actor_pool", "actors": 1},
@@ -320,7 +319,7 @@ def test_segments_never_split_a_seed_position_and_count_what_is_done():
 
 def test_stages_share_one_pool_on_cpus_and_keep_their_own_on_gpus():
     from engine.recipes.resources import fuses
-    from engine.runner import RayExecutor
+    from engine.run.runner import RayExecutor
 
     cpu = Config()
     ds = Recorded()

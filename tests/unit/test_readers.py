@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.io.readers import REJECT_LOG_LIMIT, InputError, count_rows, iter_records, list_input_files
-from engine.records import records_from_rows
-from engine.records import ALPACA_FIELDS, LINEAGE_FIELDS, STATUS_FIELDS, TEXT_FIELDS, seed_row_id
+from engine.read.readers import REJECT_LOG_LIMIT, InputError, count_rows, iter_records, list_input_files
+from engine.read.validate import records_from_rows
+from engine.rows.records import ALPACA_FIELDS, LINEAGE_FIELDS, STATUS_FIELDS, TEXT_FIELDS, seed_row_id
 
 ROWS = [
     {"instruction": "Name a colour.", "input": "", "output": "Blue."},
@@ -275,9 +275,9 @@ def test_positions_continue_across_files(tmp_path):
 
 def test_reject_logging_is_capped(tmp_path, caplog):
     path = write_jsonl(tmp_path / "bad.jsonl", ["{nope"] * (REJECT_LOG_LIMIT + 5))
-    with caplog.at_level(logging.WARNING, logger="engine.io"):
+    with caplog.at_level(logging.WARNING, logger="engine.read"):
         assert len(read_all(path)["id"]) == REJECT_LOG_LIMIT + 5
-    messages = [r.getMessage() for r in caplog.records if r.name == "engine.io"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "engine.read"]
     assert len(messages) == REJECT_LOG_LIMIT + 1
     assert messages[0].startswith("bad.jsonl:1: malformed JSON")
     assert messages[-1] == f"5 more rejected rows in {path} (see rejects)"
@@ -293,7 +293,7 @@ def test_records_from_rows_checks_in_memory_rows_like_a_file():
 
 
 def test_user_ids_are_kept_and_a_repeated_id_is_rejected_naming_the_first(tmp_path):
-    from engine.io.readers import ReadPolicy, find_duplicate_ids
+    from engine.read.readers import ReadPolicy, find_duplicate_ids
 
     a = write_jsonl(tmp_path / "a.jsonl", [json.dumps({"id": "q1", "instruction": "One."}),
                                            json.dumps({"id": 7, "instruction": "Two."}),
@@ -312,7 +312,7 @@ def test_user_ids_are_kept_and_a_repeated_id_is_rejected_naming_the_first(tmp_pa
 
 
 def test_long_rows_are_rejected_or_truncated_by_policy(tmp_path):
-    from engine.io.readers import ReadPolicy
+    from engine.read.readers import ReadPolicy
 
     path = write_jsonl(tmp_path / "long.jsonl", [json.dumps({"instruction": "x" * 1_000_000}),
                                                  json.dumps({"instruction": "short"})])
@@ -333,7 +333,7 @@ def np_join(batches):
 
 def test_seeds_on_an_object_store_uri_are_refused_in_one_sentence():
     from engine.config import Config
-    from engine.io.seeds import seed_source
+    from engine.read.seeds import seed_source
 
     cfg = Config()
     cfg.data.path = "s3://bucket/seeds.jsonl"

@@ -7,7 +7,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from engine.backends.embedded import resolve_model_path
 from engine.config import ModelConfig
-from engine.stages.reward import Reward, RewardArgs
+from engine.recipes.spec import StageSpec
+from engine.run.chain import GuardedStage
+from engine.stages.analysis.reward import Reward, RewardArgs, meta_prompt
 
 
 @pytest.fixture(scope="module")
@@ -45,3 +47,15 @@ def test_reward_scores_evolved_rows_only(reward_model):
     changed = _rows()
     changed["parent_instruction"][0] = "Something else entirely."
     assert stage(changed)["reward"][0] != pytest.approx(out["reward"][0], abs=1e-6)
+
+
+def test_reward_model_is_a_backend_the_chain_meters(reward_model):
+    """The reward model comes from load_backend(kind="reward"), so the stage chain counts the tokens it reads."""
+    guarded = GuardedStage(StageSpec(Reward, RewardArgs(path=reward_model, batch_size=2)), torch_threads=2)
+    out = guarded(_rows())
+    prompt_tokens, generated_tokens = guarded.tokens()
+    scored = [i for i in range(len(out["id"])) if np.isfinite(out["reward"][i])]
+    chats = [guarded.stage.model.chat_ids(meta_prompt(out["method"][i], out["parent_instruction"][i]),
+                                          out["instruction"][i], 4096)[0] for i in scored]
+    assert (prompt_tokens, generated_tokens) == (sum(len(ids) for ids in chats), 0) and prompt_tokens > 0
+    assert guarded.tokens() == (0, 0)  # taken: the next batch counts from zero

@@ -8,7 +8,7 @@ import torch
 
 from engine.config import Config
 from engine.recipes import specs
-from engine.stages.score import build_spans, ifd_scores, span_losses
+from engine.stages.scoring.score import build_spans, ifd_scores, span_losses
 from tests.conftest import seed_batch
 
 ROWS = [

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from engine.config import ConfigError, SelectConfig
-from engine.stages.select import check_select, keep_mask, plan_cut
+from engine.stages.scoring.select import check_select, keep_mask, plan_cut
 
 
 def test_cut_over_four_shards_equals_exact_top_fraction_of_the_union():

@@ -10,11 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine.config import DataConfig, FieldsConfig
-from engine.io.inputs import check_schema, hf_cache_files, resolve_shape
-from engine.io.manifest import Manifest, ResumeRefused
-from engine.io.readers import InputError, ReadPolicy, count_rows, iter_records
-from engine.records import records_from_rows
-from engine.io.shapes import MISSING, guess_shape, lookup, make_shape, overrides_for
+from engine.read.inputs import check_schema, hf_cache_files, resolve_shape
+from engine.read.readers import InputError, ReadPolicy, count_rows, iter_records
+from engine.read.shapes import MISSING, guess_shape, lookup, make_shape, overrides_for
+from engine.read.validate import records_from_rows
+from engine.state.manifest import Manifest, ResumeRefused
 
 
 def read(rows, shape):
@@ -158,7 +158,7 @@ def test_auto_names_presets_and_keeps_optional_alpaca_fields():
 
 def test_resolve_shape_logs_the_auto_mapping_and_applies_overrides(tmp_path, caplog):
     path = write_jsonl(tmp_path / "s.jsonl", [{"Instruction": "Do.", "Output": "Done.", "extra": "x"}])
-    with caplog.at_level(logging.INFO, logger="engine.io"):
+    with caplog.at_level(logging.INFO, logger="engine.read"):
         shape = resolve_shape(DataConfig(path=str(path), format="auto"), [path])
     assert shape.path("instruction") == "Instruction" and shape.path("output") == "Output"
     assert "instruction <- Instruction" in caplog.text and "output <- Output" in caplog.text

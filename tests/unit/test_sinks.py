@@ -5,7 +5,8 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.io.sinks import RoundCounts, split_round
+from engine.run.counts import RoundCounts
+from engine.write.sinks import split_round
 from tests.conftest import seed_batch
 
 

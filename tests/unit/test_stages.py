@@ -1,6 +1,5 @@
 """Stages called in-process on the tiny model: lineage, rotation, rejected rows passed through untouched."""
 
-import numpy as np
 
 from engine.prompts.evol import method_order, pick_method
 from engine.recipes import specs

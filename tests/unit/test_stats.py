@@ -1,6 +1,6 @@
 import numpy as np
 
-from engine.stats import QUANTILES, quantiles
+from engine.measure.stats import QUANTILES, quantiles
 
 
 def test_quantiles_are_numpy_quantiles_at_the_report_levels():

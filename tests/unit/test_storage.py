@@ -1,4 +1,4 @@
-"""A run folder on a pyarrow filesystem (engine/io/storage.py): plain paths stay local folders, URIs open their
+"""A run folder on a pyarrow filesystem (engine/state/storage.py): plain paths stay local folders, URIs open their
 filesystem, and the manifest, ledger commits and round split work on an object-store-like filesystem (pyarrow's
 in-memory mock, which cannot append and whose rename is not used) exactly as on a local folder. Ray tasks cannot
 see an in-process mock filesystem, so a Ray run cannot use one: here the Ray-free round loop runs on it with an
@@ -11,14 +11,14 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
-from engine import pipeline
-from engine.chain import StageChain
 from engine.config import compose, hydra_dir
-from engine.io.layout import RunLayout
-from engine.io.ledger import commit_shard, done_keys, drop_orphans, without_done
-from engine.io.manifest import MANIFEST, Manifest, read_lines
-from engine.io.sinks import split_round, write_json
-from engine.io.storage import Storage
+from engine.run import pipeline
+from engine.run.chain import StageChain
+from engine.state.layout import RunLayout
+from engine.state.ledger import commit_shard, done_keys, drop_orphans, without_done
+from engine.state.manifest import MANIFEST, Manifest, read_lines
+from engine.state.storage import Storage, write_json
+from engine.write.sinks import split_round
 from tests.unit.test_pipeline import InProcess
 from tests.unit.test_sinks import _ledger
 

@@ -7,12 +7,20 @@ import json
 import numpy as np
 import pytest
 
-from engine.backends.base import Generation
+from engine.backends import Sampling, load_backend
+from engine.config import ModelConfig
+from engine.recipes.spec import StageSpec
 from engine.report.build import build_report
-from engine.chain import StageChain
-from engine.stages.spec import StageSpec
-from engine.throughput import (STATS_COLUMN, add_column, batch_record, merge, progress_line, stage_figures,
-                               throughput)
+from engine.run.accounting import (
+    STATS_COLUMN,
+    add_column,
+    batch_record,
+    merge,
+    progress_line,
+    stage_figures,
+    throughput,
+)
+from engine.run.chain import StageChain
 from tests.conftest import seed_batch
 
 
@@ -76,28 +84,28 @@ def test_progress_line_has_rows_rate_and_eta():
     assert "ETA unknown" in progress_line(1, "Evolve", 0, 200, 10.0)
 
 
+ECHO = ModelConfig(name="echo", backend="echo", embedded="tiny")
+
+
 class Shout:
-    """A model stage in miniature: its backend answers every instruction (fixed token counts)."""
+    """A model stage in miniature: its backend (loaded as every stage loads one) answers every instruction."""
+
+    uses_model = True
 
     def __init__(self, args=None, torch_threads=None):
-        self.model = Fixed()
+        self.model = load_backend(ECHO, torch_threads=torch_threads)
 
     def __call__(self, batch):
-        batch["evolved"] = np.asarray([g.text for g in self.model.generate(list(batch["instruction"]), None)],
-                                      dtype=object)
+        generations = self.model.generate(list(batch["instruction"]), Sampling(max_new_tokens=64))
+        batch["evolved"] = np.asarray([g.text for g in generations], dtype=object)
+        batch["expected_tokens"] = np.asarray([[g.prompt_tokens, g.generated_tokens] for g in generations])
         return batch
 
 
-class Fixed:
-    def generate(self, prompts, sampling):
-        return [Generation(p.upper(), prompt_tokens=5, generated_tokens=3, finish_reason="stop") for p in prompts]
-
-    def token_losses(self, sequences):
-        return [np.zeros(len(s) - 1) for s in sequences]
-
-
 class Head:
-    """A stage holding a plain torch-like model (called, no token_losses), as the reward stage does."""
+    """A stage holding a model it did not get from load_backend: nothing to meter, nothing probed."""
+
+    uses_model = False
 
     def __init__(self, args=None, torch_threads=None):
         self.model = lambda ids: ids * 2
@@ -107,7 +115,7 @@ class Head:
         return batch
 
 
-def test_only_backends_are_metered():
+def test_only_backends_from_load_backend_are_metered():
     out = StageChain([StageSpec(Head)])(seed_batch(["a b", "c d"]))
     assert list(out["doubled"]) == [0, 2]
     assert json.loads(out[STATS_COLUMN][0])[0]["generated_tokens"] == 0
@@ -117,14 +125,14 @@ def test_stage_chain_times_its_stages_and_puts_records_on_the_first_row_only():
     chain = StageChain([StageSpec(Shout)], pooled=True)
     out = chain(seed_batch(["Write a poem.", "List three rivers.", "Explain tides."]))
     again = chain(dict(out))  # a second chain in the same batch appends to the first row's records
-    assert list(out["evolved"]) == ["WRITE A POEM.", "LIST THREE RIVERS.", "EXPLAIN TIDES."]
+    prompt_tokens, generated_tokens = out["expected_tokens"].sum(axis=0)
     column = again[STATS_COLUMN]
     assert column[1] == column[2] == ""
     first, second = json.loads(column[0])
     assert first["stage"] == second["stage"] == "Shout" and first["pooled"] and first["instance"] == chain.instance
     assert (first["rows"], first["ok_in"], first["ok_out"]) == (3, 3, 3)
-    assert (first["prompt_tokens"], first["generated_tokens"]) == (15, 9) == (second["prompt_tokens"],
-                                                                               second["generated_tokens"])
+    assert (first["prompt_tokens"], first["generated_tokens"]) == (prompt_tokens, generated_tokens) > (0, 0)
+    assert (second["prompt_tokens"], second["generated_tokens"]) == (prompt_tokens, generated_tokens)
     assert first["started"] <= first["t0"] <= first["t1"] <= second["t0"] and first["load_s"] >= 0
 
 

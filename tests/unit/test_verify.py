@@ -60,7 +60,7 @@ def test_cross_validation_runs_the_functions_and_keeps_the_accurate_ones(tiny_cf
 
 
 def test_query_expansion_is_seeded_per_constraint_and_passes_rejected_rows(tiny_cfg):
-    from engine.stages.autoif import expand_queries
+    from engine.stages.autoif.augment import expand_queries
 
     batch = seed_batch(["End with 'Done.'", "Use no commas.", "Broken."])
     batch["status"][2] = "rejected"
@@ -76,7 +76,7 @@ def test_query_expansion_is_seeded_per_constraint_and_passes_rejected_rows(tiny_
 
 
 def test_augmented_lines_become_rows_with_every_line_accounted_for(tiny_cfg):
-    from engine.stages.autoif import instruction_rows, seed_constraints
+    from engine.stages.autoif.augment import instruction_rows, seed_constraints
 
     seeds = seed_constraints(tiny_cfg.autoif)
     calls = [("augment-0000", f"- Use exactly two emojis.\n\n- {seeds[0]}\n- use exactly two emojis"),

@@ -13,7 +13,7 @@ from engine.backends import BackendUnavailable, Sampling, load_backend
 from engine.backends import vllm_config as vc
 from engine.backends.chat import chat_prompt_ids
 from engine.config import ClusterConfig, Config, ConfigError, ModelConfig, to_config
-from engine.stages.score import span_losses
+from engine.stages.scoring.score import span_losses
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 INSTALLED_PLATFORM = vc.installed_platform  # the real one: start-up tests below pretend to a GPU build
@@ -205,7 +205,7 @@ def tiny_hf(tiny_model):
 
 
 def test_prompt_logprobs_give_the_hf_backends_losses_and_spans(tiny_hf):
-    from engine.stages.score import build_spans
+    from engine.stages.scoring.score import build_spans
 
     spans = build_spans(tiny_hf.tokenizer, tiny_hf.bos_id, "Name three rivers in Europe.", "",
                         "The Danube, the Rhine and the Loire.")

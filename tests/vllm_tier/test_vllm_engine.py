@@ -9,7 +9,7 @@ import pytest
 
 from engine.backends import Sampling
 from engine.config import Config, ModelConfig
-from engine.records import records_from_rows
+from engine.read.validate import records_from_rows
 from engine.recipes import specs
 
 pytestmark = pytest.mark.vllm

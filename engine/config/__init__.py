@@ -1,0 +1,70 @@
+"""Typed configuration: dataclasses registered in Hydra's ConfigStore, so every YAML is checked against them.
+
+The schema of a run is in schema.py, the analysis suite's section in analysis.py, composing and hashing in
+compose.py; everything is imported from `engine.config`."""
+
+from engine.config.analysis import (
+    AnalysisConfig,
+    DiversityConfig,
+    EmbedderConfig,
+    JudgeConfig,
+    PairwiseConfig,
+    RewardConfig,
+)
+from engine.config.compose import CONF_DIR, NOT_HASHED, compose, config_hash, hydra_dir, register, to_config
+from engine.config.schema import (
+    AutoEvolConfig,
+    AutoIFConfig,
+    ClusterConfig,
+    CompareConfig,
+    Config,
+    ConfigError,
+    CostConfig,
+    DataConfig,
+    FidelityConfig,
+    FieldsConfig,
+    ModelConfig,
+    RecipeConfig,
+    RunConfig,
+    SamplingConfig,
+    SandboxConfig,
+    ScoringConfig,
+    SelectConfig,
+    StageResourcesConfig,
+    StagesConfig,
+)
+
+__all__ = [
+    "AnalysisConfig",
+    "DiversityConfig",
+    "EmbedderConfig",
+    "JudgeConfig",
+    "PairwiseConfig",
+    "RewardConfig",
+    "CONF_DIR",
+    "NOT_HASHED",
+    "compose",
+    "config_hash",
+    "hydra_dir",
+    "register",
+    "to_config",
+    "ModelConfig",
+    "SamplingConfig",
+    "FidelityConfig",
+    "RecipeConfig",
+    "FieldsConfig",
+    "DataConfig",
+    "ClusterConfig",
+    "StageResourcesConfig",
+    "StagesConfig",
+    "CostConfig",
+    "RunConfig",
+    "ScoringConfig",
+    "SelectConfig",
+    "SandboxConfig",
+    "AutoIFConfig",
+    "AutoEvolConfig",
+    "CompareConfig",
+    "Config",
+    "ConfigError",
+]

@@ -1,0 +1,1 @@
+"""What a row is: its columns, ids, lineage and status, and the seeds of its sampling."""
