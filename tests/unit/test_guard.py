@@ -48,6 +48,8 @@ def test_a_stage_that_fails_on_every_row_raises_instead_of_rejecting_them():
 
 def test_a_lost_row_is_caught():
     class Drop:
+        uses_model = False
+
         def __init__(self, args=None, torch_threads=None):
             pass
 

@@ -83,6 +83,46 @@ def test_per_row_seeds_reproduce_on_rerun_whatever_shares_the_batch(engine):
     assert other != first  # the seed drives the sample: this test could fail
 
 
+def test_seeded_rows_whose_prompts_exceed_one_step_run_and_match_alone(engine):
+    """On CPU, vLLM died once a call's prompts held more tokens than max_num_batched_tokens (chunked prefill of
+    seeded requests: "CPU Generator does not use offset"). Each row's text must not depend on what shares the
+    engine with it."""
+    from engine.prompts.evol import evolution_prompt, method_order
+
+    seeds = [json.loads(line)["instruction"] for line in
+             (resources.files("engine") / "data" / "demo_seeds.jsonl").read_text("utf-8").splitlines()]
+    methods = method_order(True)
+    prompts = [evolution_prompt(methods[i % len(methods)], seeds[i % len(seeds)]) for i in range(40)]
+    step_tokens = engine.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
+    assert sum(len(engine.chat_ids(p)) for p in prompts) > step_tokens  # more than one step's prompt tokens
+    sampling = Sampling(temperature=0.7, top_p=0.95, max_new_tokens=12)
+    together = engine.generate(prompts, sampling, seeds=list(range(100, 140)))
+    assert all(g.finish_reason in ("stop", "length") for g in together), [g.error for g in together]
+    for i in (0, 17, 39):
+        assert engine.generate([prompts[i]], sampling, seeds=[100 + i])[0].text == together[i].text
+
+
+def test_concurrent_callers_share_the_engine_and_keep_their_rows(engine):
+    """Several stage batches at once in one actor (its feeder admits them all): each caller gets exactly its own
+    rows, in order, with the texts they get alone."""
+    import threading
+
+    sampling = Sampling(temperature=0.9, top_p=0.95, max_new_tokens=16)
+    batches = [[f"{p} (variant {k})" for p in PROMPTS] for k in range(4)]
+    alone = [[g.text for g in engine.generate(b, sampling, seeds=[7, 8, 9])] for b in batches]
+    got = [None] * len(batches)
+
+    def call(k):
+        got[k] = [g.text for g in engine.generate(batches[k], sampling, seeds=[7, 8, 9])]
+
+    threads = [threading.Thread(target=call, args=(k,)) for k in range(len(batches))]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert got == alone
+    stats = engine.engine_stats()
+    assert stats["busy_s"] > 0 and 0 < stats["running_s"] / stats["busy_s"] <= stats["target"]
+
+
 def test_too_long_prompts_fail_as_rows_not_as_the_batch(engine):
     out = engine.generate(["word " * 3000, PROMPTS[0]], Sampling(max_new_tokens=8))
     assert out[0].finish_reason == "error" and "max_model_len" in out[0].error
