@@ -179,8 +179,11 @@ class StageChain:
         for stage, load_s, busy in zip(self.stages, self.load_s, self.busy):
             ok_in = int(ok_mask(batch).sum())
             token, t0 = busy.start(), time.time()
-            batch = stage(batch)
-            t1, busy_s = time.time(), busy.stop(token)
+            try:
+                batch = stage(batch)
+            finally:
+                busy_s = busy.stop(token)  # a call that raised must not stay counted as active
+            t1 = time.time()
             rows = len(batch["id"])
             prompt_tokens, generated_tokens = stage.tokens()
             engine = stage.engine_stats()
