@@ -16,6 +16,9 @@ engine is any object with vLLM's LLMEngine methods `add_request`, `step` and `ab
 from __future__ import annotations
 
 import itertools
+import os
+import re
+import stat
 import threading
 import time
 from collections import deque
@@ -76,10 +79,11 @@ class EngineFeeder:
     """Admits callers' requests into one engine, at most `max_in_flight` at a time, and steps it on its own
     thread; `run(requests)` blocks until the caller's requests have finished and returns their outputs in order."""
 
-    def __init__(self, engine, max_in_flight: int, name: str = "vllm", clock=time.monotonic):
+    def __init__(self, engine, max_in_flight: int, name: str = "vllm", clock=time.monotonic, explain=None):
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
         self.engine, self.max_in_flight, self.name, self.clock = engine, max_in_flight, name, clock
+        self.explain = explain or root_cause  # the engine's failure as one line
         self.occupancy = Occupancy(target=max_in_flight)
         self._ids = itertools.count()
         self._cond = threading.Condition()
@@ -119,7 +123,8 @@ class EngineFeeder:
 
     def _raise_if_failed(self) -> None:
         if self._failure is not None:
-            raise EngineFailure(f"{self.name}: the vLLM engine stopped: {root_cause(self._failure)}") from self._failure
+            raise EngineFailure(f"{self.name}: the vLLM engine stopped: {self.explain(self._failure)}") \
+                from self._failure
 
     def _loop(self) -> None:
         try:
@@ -171,3 +176,45 @@ def root_cause(err: BaseException) -> str:
         err = nxt
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+ENGINE_CORE_FATAL = "EngineCore encountered a fatal error"
+_TAG = re.compile(r"\[[\w./-]+:\d+\]")  # vLLM's log header names the logging call: [core.py:1376]
+_ERROR = re.compile(r"((?:[A-Za-z_][\w.]*\.)?[A-Za-z_]\w*(?:Error|Exception)): (.*)")
+
+
+def logged_root_cause(log_text: str) -> str | None:
+    """The exception the engine core logged last before it died (`RuntimeError: CPU Generator does not use
+    offset`). vLLM's engine core runs in a process of its own and only logs its traceback (to the stdout it shares
+    with the stage actor, every line under the same header); the client gets a bare EngineDeadError."""
+    start = log_text.rfind(ENGINE_CORE_FATAL)
+    if start < 0:
+        return None
+    line_start = log_text.rfind("\n", 0, start) + 1
+    lines = log_text[line_start:].splitlines()
+    tag = _TAG.search(lines[0])
+    found = None
+    for line in lines[1:]:
+        if tag is not None and tag.group(0) not in line:
+            break  # past the traceback the fatal-error call logged
+        body = line[line.index(tag.group(0)) + len(tag.group(0)):] if tag else line
+        match = _ERROR.match(body.strip())
+        if match:
+            found = f"{match.group(1)}: {match.group(2).strip()}"
+    return found
+
+
+def own_log_tail(limit: int = 1 << 16) -> str:
+    """The end of this process's stdout and stderr where they are files (a Ray worker's logs; vLLM logs to
+    stdout), else "" (a terminal or a pipe is never read)."""
+    tails = []
+    for fd in (1, 2):
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            with open(f"/proc/self/fd/{fd}", "rb") as handle:
+                handle.seek(max(0, handle.seek(0, os.SEEK_END) - limit))
+                tails.append(handle.read().decode("utf-8", "replace"))
+        except OSError:
+            continue
+    return "\n".join(tails)

@@ -32,7 +32,7 @@ from transformers import AutoTokenizer
 from engine.backends.base import Generation, Sampling, reject_too_long
 from engine.backends.chat import chat_prompt_ids
 from engine.backends.embedded import resolve_model_path
-from engine.backends.feeder import EngineFeeder
+from engine.backends.feeder import EngineFeeder, logged_root_cause, own_log_tail, root_cause
 from engine.backends.vllm_config import (
     cpu_environment,
     default_max_in_flight,
@@ -47,6 +47,12 @@ from engine.backends.vllm_config import (
 from engine.config import ModelConfig
 
 log = logging.getLogger("engine.backends")
+
+
+def engine_cause(err: BaseException) -> str:
+    """Why the engine died, in one line: what its engine core logged into this process's output (a Ray worker's
+    log files), else the client's own exception."""
+    return logged_root_cause(own_log_tail()) or root_cause(err)
 
 
 class VLLMBackend:
@@ -82,7 +88,7 @@ class VLLMBackend:
         self._final_only = vllm.sampling_params.RequestOutputKind.FINAL_ONLY
         self._checked_logit_memory = False
         self.max_in_flight = max_in_flight or default_max_in_flight(model, self.platform)
-        self.feeder = EngineFeeder(self.llm.llm_engine, self.max_in_flight, name=self.name)
+        self.feeder = EngineFeeder(self.llm.llm_engine, self.max_in_flight, name=self.name, explain=engine_cause)
 
     def _warn_if_logits_do_not_fit(self) -> None:
         """Once, before the first scoring call: the prompt-logprob logits live outside vLLM's share."""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import ray.exceptions
 
-from engine.backends.feeder import EngineFailure, EngineFeeder, Occupancy, root_cause
+from engine.backends.feeder import EngineFailure, EngineFeeder, Occupancy, logged_root_cause, root_cause
 from engine.cli import engine_failure
 from engine.recipes.resources import concurrent_calls
 from engine.recipes.spec import Resources, StageSpec
@@ -155,3 +155,21 @@ def test_the_cli_finds_an_engine_failure_inside_rays_wrapping():
         assert engine_failure(err) == str(failure)
     assert engine_failure(ValueError("x")) is None
     assert root_cause(np.linalg.LinAlgError("singular")) == "LinAlgError: singular"
+
+
+VLLM_LOG = """(EngineCore pid=20616) INFO 12-06 11:23:18 [core.py:368] init engine took 3.80 s
+(EngineCore pid=20616) ERROR 12-06 11:25:01 [core.py:1376] EngineCore encountered a fatal error.
+(EngineCore pid=20616) ERROR 12-06 11:25:01 [core.py:1376] Traceback (most recent call last):
+(EngineCore pid=20616) ERROR 12-06 11:25:01 [core.py:1376]   File "vllm/v1/engine/core.py", line 1367, in run_engine_core
+(EngineCore pid=20616) ERROR 12-06 11:25:01 [core.py:1376]     engine_core.run_busy_loop()
+(EngineCore pid=20616) ERROR 12-06 11:25:01 [core.py:1376]   File "vllm/v1/worker/gpu_model_runner.py", line 3786, in _bookkeeping_sync
+(EngineCore pid=20616) ERROR 12-06 11:25:01 [core.py:1376]     gen.set_offset(gen.get_offset() - 4)
+(EngineCore pid=20616) ERROR 12-06 11:25:01 [core.py:1376] RuntimeError: CPU Generator does not use offset
+(EngineCore pid=20616) INFO 12-06 11:25:01 [core.py:1350] [shutdown] EngineCore: exiting
+ValueError: an unrelated error logged later
+"""
+
+
+def test_the_engine_cores_logged_error_is_the_root_cause():
+    assert logged_root_cause(VLLM_LOG) == "RuntimeError: CPU Generator does not use offset"
+    assert logged_root_cause("INFO all fine\n") is None
