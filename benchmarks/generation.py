@@ -197,7 +197,8 @@ def occupancy_between(before: dict, after: dict) -> dict:
             if busy > drain_busy else None, "drain_s": round(drain_busy, 2)}
 
 
-def bench_engine_full(cfg: Config, rows: list[dict], stage_batch: int, in_flight: list[int], repeat: int) -> dict:
+def bench_engine_full(cfg: Config, rows: list[dict], stage_batch: int, in_flight: list[int], repeat: int,
+                      sides: tuple[str, ...] = ("all_at_once", "streaming", "sequential")) -> dict:
     """All rows in one bare generate() against the streamed Evolve stage and the same batches in sequence, on one
     engine, interleaved `repeat` times."""
     from concurrent.futures import ThreadPoolExecutor
@@ -236,10 +237,13 @@ def bench_engine_full(cfg: Config, rows: list[dict], stage_batch: int, in_flight
     stage(records_from_rows(rows[:2]))  # warm-up: the prompts' prefixes cached for every side alike
     runs: dict[str, list] = {"bare_vllm_all_at_once": [], "vllm_stage_streaming": [], "vllm_stage_sequential": []}
     for _ in range(repeat):
-        runs["bare_vllm_all_at_once"].append(all_at_once())
-        runs["vllm_stage_streaming"].append(staged(calls))
-        runs["vllm_stage_sequential"].append(staged(1))
-    result = {name: rate_spread(r) for name, r in runs.items()}
+        if "all_at_once" in sides:
+            runs["bare_vllm_all_at_once"].append(all_at_once())
+        if "streaming" in sides:
+            runs["vllm_stage_streaming"].append(staged(calls))
+        if "sequential" in sides:
+            runs["vllm_stage_sequential"].append(staged(1))
+    result = {name: rate_spread(r) for name, r in runs.items() if r}
     # Same ids, seeds and sampling on every side: the same texts, so the same tokens (a check on the comparison).
     result["same_generated_tokens"] = len({r["generated_tokens"] for side in runs.values() for r in side}) == 1
     default_cap = backend.feeder.max_in_flight
@@ -252,10 +256,9 @@ def bench_engine_full(cfg: Config, rows: list[dict], stage_batch: int, in_flight
         sweep.append({"max_in_flight": cap, **staged(cap_calls)})
     backend.feeder.max_in_flight = backend.feeder.occupancy.target = default_cap
     backend.close()
-    anchor = result["bare_vllm_all_at_once"]["tokens_per_s"]
-    result["ratios"] = {"streaming_over_all_at_once": round(result["vllm_stage_streaming"]["tokens_per_s"] / anchor, 3),
-                        "sequential_over_all_at_once": round(result["vllm_stage_sequential"]["tokens_per_s"] / anchor,
-                                                             3)}
+    anchor = result.get("bare_vllm_all_at_once", {}).get("tokens_per_s")
+    result["ratios"] = {f"{side}_over_all_at_once": round(result[f"vllm_stage_{side}"]["tokens_per_s"] / anchor, 3)
+                        for side in ("streaming", "sequential") if anchor and f"vllm_stage_{side}" in result}
     result.update({"stage_batch": stage_batch, "max_in_flight": default_cap, "concurrent_calls": calls,
                    "in_flight_sweep": sweep})
     return result
@@ -311,6 +314,7 @@ def main() -> None:
     parser.add_argument("--stage-batch", type=int, default=16, help="engine_full: rows per stage batch")
     parser.add_argument("--in-flight", default="", help="engine_full: also stream at these max_in_flight (32,128)")
     parser.add_argument("--pipeline", action="store_true", help="engine_full: also a python -m engine run")
+    parser.add_argument("--sides", default="all_at_once,streaming,sequential", help="engine_full: which sides")
     parser.add_argument("--skip-stages", action="store_true", help="only engine_full (no HF / vLLM stage pair)")
     parser.add_argument("--notes", default="", help="free text saved with the result (e.g. what else ran)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "generation.json"))
@@ -328,12 +332,12 @@ def main() -> None:
             vcfg = replace(cfg, model=replace(cfg.model, backend="vllm"))
             caps = [int(c) for c in args.in_flight.split(",") if c]
             entry["engine_full"] = bench_engine_full(vcfg, demo_rows(args.full_rows), args.stage_batch, caps,
-                                                     args.repeat)
+                                                     args.repeat, tuple(args.sides.split(",")))
             print(dtype, "engine_full", json.dumps(entry["engine_full"]), flush=True)
             if args.pipeline:
                 entry["engine_full"]["pipeline"] = pipeline = bench_pipeline(demo_rows(args.full_rows), dtype,
                                                                              args.max_new_tokens, args.model)
-                if "tokens_per_s" in pipeline:
+                if "tokens_per_s" in pipeline and "bare_vllm_all_at_once" in entry["engine_full"]:
                     anchor = entry["engine_full"]["bare_vllm_all_at_once"]["tokens_per_s"]
                     entry["engine_full"]["ratios"]["pipeline_over_all_at_once"] = round(
                         pipeline["tokens_per_s"] / anchor, 3)

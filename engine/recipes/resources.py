@@ -8,6 +8,7 @@ from engine.backends.vllm_config import default_max_in_flight, installed_platfor
 from engine.config import Config, ConfigError, StageResourcesConfig
 from engine.recipes.spec import Resources, StageSpec
 
+BACKLOG = 2  # rows a vLLM stage actor holds, in units of its engine's max_in_flight (concurrent_calls)
 FUSE_SETTINGS = {"true": True, "on": True, "false": False, "off": False, "auto": None}
 
 
@@ -58,13 +59,16 @@ def backend_of(spec: StageSpec) -> str | None:
 
 def concurrent_calls(group: list[StageSpec]) -> int:
     """Batches one actor of `group` runs at once: 1, unless every model stage in it runs on vLLM; then enough
-    batches to keep max_in_flight requests in each engine, plus one queued (backends/feeder.py admits them)."""
+    batches to hold twice max_in_flight requests, plus one (backends/feeder.py admits max_in_flight of them into
+    the engine). Twice, because a batch returns only when its longest row ends: with long generations a few
+    batches wait on a straggler each, and the rows behind them keep the engine full (measured: 76% full before
+    the final drain with exactly max_in_flight rows behind the engine at 256 new tokens)."""
     models = [spec for spec in group if spec.uses_model]
     if not models or any(backend_of(spec) != "vllm" for spec in models):
         return 1
     platform = installed_platform()
     batch = max(1, group_resources(group).batch_size)
-    return max(math.ceil(default_max_in_flight(spec.args.model, platform) / batch) + 1 for spec in models)
+    return max(math.ceil(BACKLOG * default_max_in_flight(spec.args.model, platform) / batch) + 1 for spec in models)
 
 
 def group_stages(specs: list[StageSpec], fuse: bool = False) -> list[list[StageSpec]]:

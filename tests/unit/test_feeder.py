@@ -142,7 +142,7 @@ class Model:
 def test_a_vllm_stage_actor_takes_enough_batches_to_hold_max_in_flight():
     vllm = StageSpec(VLLMStage, Args(Model("vllm", max_in_flight=64)), Resources(batch_size=16))
     hf = StageSpec(VLLMStage, Args(Model("hf")), Resources(batch_size=16))
-    assert concurrent_calls([vllm]) == 64 // 16 + 1
+    assert concurrent_calls([vllm]) == 2 * 64 // 16 + 1  # twice max_in_flight behind the engine, plus one
     assert concurrent_calls([hf]) == 1 and concurrent_calls([vllm, hf]) == 1
 
 
