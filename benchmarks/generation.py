@@ -43,6 +43,7 @@ from engine.measure.machine import machine_facts
 from engine.prompts.evol import evolution_prompt, method_order, pick_method
 from engine.read.validate import records_from_rows
 from engine.recipes import specs
+from engine.run.accounting import engine_figures
 
 MODELS = {
     "tiny": ModelConfig(name="tiny", embedded="tiny"),
@@ -181,20 +182,14 @@ def bench_vllm(cfg: Config, rows: list[dict], repeat: int) -> dict:
 
 
 def occupancy_between(before: dict, after: dict) -> dict:
-    """The engine's occupancy over one run: the difference of two snapshots (backends/feeder.py Occupancy)."""
-    busy = after["busy_s"] - before["busy_s"]
-    running = after["running_s"] - before["running_s"]
-    below = after["below_half_s"] - before["below_half_s"]
-    drain_busy = after["busy_s"] - after["busy_before_drain_s"]
-    drain_running = after["running_s"] - after["running_before_drain_s"]
-    drain_below = after["below_half_s"] - after["below_half_before_drain_s"]
-    return {"target": after["target"], "mean_running": round(running / busy, 2) if busy else None,
-            "occupancy": round(running / busy / after["target"], 4) if busy else None,
-            "below_half_fraction": round(below / busy, 4) if busy else None,
-            "occupancy_before_drain": round((running - drain_running) / (busy - drain_busy) / after["target"], 4)
-            if busy > drain_busy else None,
-            "below_half_fraction_before_drain": round((below - drain_below) / (busy - drain_busy), 4)
-            if busy > drain_busy else None, "drain_s": round(drain_busy, 2)}
+    """The engine's occupancy over one run: the two snapshots' difference (backends/feeder.py Occupancy), in the
+    figures summary.json gives a stage (engine.run.accounting.engine_figures)."""
+    run = {"target": after["target"]}
+    for key in ("busy", "running", "below_half"):
+        run[f"{key}_s"] = after[f"{key}_s"] - before[f"{key}_s"]
+        # the drain is this run's own: what came before it was before its drain too
+        run[f"{key}_before_drain_s"] = max(0.0, after[f"{key}_before_drain_s"] - before[f"{key}_s"])
+    return engine_figures([run])
 
 
 def bench_engine_full(cfg: Config, rows: list[dict], stage_batch: int, in_flight: list[int], repeat: int,
