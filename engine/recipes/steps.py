@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -20,15 +20,50 @@ from engine.state.storage import Storage
 log = logging.getLogger("engine.recipes")
 
 
+class Grouping(Protocol):
+    """What a whole-round step may ask of the executor while it plans: a distributed group-by over the round's
+    shards (Ray Data's groupby on a cluster, plain Arrow in process), so a plan never holds every row itself."""
+
+    def grouped(self, files: list[Path], columns: list[str], explode: Callable[[dict], dict], key: str,
+                reduce: Callable[[dict], dict]) -> pa.Table:
+        """Read `columns` of `files`; `explode(batch) -> batch` turns each batch into any number of rows carrying
+        `key`; rows sharing a key reach one `reduce(group) -> batch` call; returns every reduce output, joined."""
+        ...
+
+
+def grouped_in_process(table: pa.Table, explode: Callable[[dict], dict], key: str,
+                       reduce: Callable[[dict], dict]) -> pa.Table:
+    """Grouping.grouped over one in-memory table (tests and in-process executors): the same explode, group by
+    `key` and reduce as the Ray executor's, without a shuffle."""
+    keyed = explode({name: table[name].to_numpy(zero_copy_only=False) for name in table.column_names})
+    keys = np.asarray(keyed[key])
+    if not len(keys):
+        return pa.table({})
+    order = np.argsort(keys, kind="stable")
+    bounds = np.flatnonzero(keys[order][1:] != keys[order][:-1]) + 1
+    parts = []
+    for rows in np.split(order, bounds):
+        out = reduce({name: np.asarray(values)[rows] for name, values in keyed.items()})
+        if out and len(next(iter(out.values()))):
+            parts.append(pa.table(out))
+    return pa.concat_tables(parts) if parts else pa.table({})
+
+
 class WholeRoundStep(ABC):
-    """A step that needs every row of a round at once (the selection cut): planned on the driver from the
-    round's committed shards, then applied row by row as one stage."""
+    """A step that needs every row of a round at once (the selection cut, deduplication): planned on the driver
+    from the round's committed shards, then applied row by row as one stage."""
 
     name: str = "whole_round"
 
+    def prepare(self) -> Optional[StageSpec]:
+        """A row-wise stage run over the round's shards before `plan` (columns the plan reads, such as embeddings);
+        None: the plan reads the shards as they are."""
+        return None
+
     @abstractmethod
-    def plan(self, files: list[Path], storage: Storage) -> Any:
-        """Read what the step needs from the round's shards (a few columns, on `storage`) and decide."""
+    def plan(self, files: list[Path], storage: Storage, executor: Grouping) -> Any:
+        """Read what the step needs from the round's shards (a few columns, on `storage`; a group-by through
+        `executor` when the step must not hold every row) and decide."""
 
     @abstractmethod
     def spec(self, plan: Any) -> StageSpec:
@@ -48,7 +83,7 @@ class SelectTop(WholeRoundStep):
     def __init__(self, settings: SelectConfig, resources: Resources):
         self.settings, self.resources = settings, resources
 
-    def plan(self, files: list[Path], storage: Storage) -> Cut:
+    def plan(self, files: list[Path], storage: Storage, executor: Grouping) -> Cut:
         column = RANKINGS[self.settings.by][0]
         table = pa.concat_tables(storage.read_table(f, columns=["status", "id", "ifd", column]) for f in files)
         table = table.filter(pc.equal(table["status"], STATUS_OK))

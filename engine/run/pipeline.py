@@ -54,6 +54,7 @@ class Executor(Protocol):
     def expand(self, ds, expansion: Expansion): ...
     def stream(self, ds, specs: list[StageSpec], round_num: int, expected: int, ledger: Path, shard_rows: int): ...
     def apply(self, files: list[Path], spec: StageSpec, folder: Path) -> list[Path]: ...
+    def grouped(self, files: list[Path], columns: list[str], explode, key: str, reduce): ...  # recipes/steps.py
     def split(self, files: list[Path], layout: RunLayout, round_num: int) -> RoundCounts: ...
     def call(self, spec: StageSpec, method: str, *args): ...
 
@@ -201,7 +202,9 @@ def run_round(recipe: Recipe, executor: Executor, layout: RunLayout, manifest: M
     layout.store.remove(layout.selected(round_num))
     recorded = None
     for step in recipe.after_round(round_num, final):
-        plan = step.plan(files, layout.store)
+        if (prepare := step.prepare()) is not None:
+            files = executor.apply(files, prepare, layout.selected(round_num) / f"{step.name}-prepare")
+        plan = step.plan(files, layout.store, executor)
         files = executor.apply(files, step.spec(plan), layout.selected(round_num) / step.name)
         recorded = step.record(plan)
     layout.store.remove(layout.data(round_num))

@@ -239,6 +239,19 @@ class RayExecutor:
                                                                   filesystem=self.storage.ray_filesystem)
         return self.storage.files(folder, ".parquet")
 
+    def grouped(self, files: list[Path], columns: list[str], explode, key: str, reduce) -> pa.Table:
+        """A whole-round step's group-by (recipes/steps.Grouping): read `columns`, explode each block into keyed
+        rows, shuffle them by `key` on Ray Data (hash-partitioned: no node holds every row), reduce each group;
+        only the reduce outputs (small by construction: e.g. duplicate pairs) come back to the driver."""
+        if not files:
+            return pa.table({})
+        ds = ray.data.read_parquet([str(f) for f in files], columns=columns, filesystem=self.storage.ray_filesystem)
+        keyed = ds.map_batches(explode, batch_format="numpy", batch_size=None, udf_modifying_row_count=True,
+                               **self._task_args())
+        out = keyed.groupby(key).map_groups(reduce, batch_format="numpy", **self._task_args())
+        parts = [t for t in ray.get(out.to_arrow_refs()) if t.num_rows]
+        return pa.concat_tables(parts) if parts else pa.table({})
+
     def split(self, files: list[Path], layout: RunLayout, round_num: int) -> RoundCounts:
         """The round's outputs from its shards: one task per shard writes its data, export and rejects parts (the
         driver never holds rows), then the driver adds up the counts and joins the parts."""

@@ -17,6 +17,7 @@ from engine.read.seeds import read_files
 from engine.recipes import RECIPES, get_recipe, specs
 from engine.recipes.base import Recipe
 from engine.recipes.spec import Resources
+from engine.recipes.steps import grouped_in_process
 from engine.run import pipeline
 from engine.run.chain import StageChain
 from engine.state.layout import RunLayout
@@ -76,6 +77,9 @@ class InProcess:
         folder.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.table(out), folder / "part-0.parquet")
         return [folder / "part-0.parquet"]
+
+    def grouped(self, files, columns, explode, key, reduce):
+        return grouped_in_process(self.read(files).select(columns), explode, key, reduce)
 
     def split(self, files, layout, round_num):
         return split_round(files, layout.root, round_num)
