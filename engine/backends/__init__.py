@@ -11,7 +11,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator, Literal, overload
 
-from engine.backends.base import Backend, BackendUnavailable, Generation, RewardBackend, Sampling
+from engine.backends.base import Backend, BackendUnavailable, Generation, RewardBackend, Sampling, Structured
 from engine.backends.meter import TokenMeter
 from engine.config import ModelConfig
 
@@ -94,5 +94,5 @@ def _build_backend(model: ModelConfig, torch_threads: int | None, kind: Kind):
     raise BackendUnavailable(f"unknown model.backend={model.backend!r}; choose one of: hf, vllm, echo")
 
 
-__all__ = ["Backend", "BackendUnavailable", "Generation", "RewardBackend", "Sampling", "TokenMeter", "load_backend",
-           "metered_backends", "shared_backends"]
+__all__ = ["Backend", "BackendUnavailable", "Generation", "RewardBackend", "Sampling", "Structured", "TokenMeter",
+           "load_backend", "metered_backends", "shared_backends"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,6 +21,46 @@ class Sampling:
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0.0
+
+
+_REGEX_SPECIAL = set("\\^$.|?*+()[]{}")
+
+
+@dataclass(frozen=True)
+class Structured:
+    """A constraint on what one generate() call may produce: a JSON schema (its JSON text) or a regex, never both.
+
+    Every backend enforces it with a maintained grammar library, the same grammar on each: HF compiles it with
+    xgrammar (a logits processor per batch), vLLM hands it to its structured outputs (xgrammar backend); JSON is
+    compact (no free whitespace) on both. Frozen and hashable: backends cache the compiled grammar by it."""
+
+    json_schema: str | None = None
+    regex: str | None = None
+
+    def __post_init__(self):
+        if (self.json_schema is None) == (self.regex is None):
+            raise ValueError("Structured takes exactly one of json_schema or regex")
+        if self.json_schema is not None:
+            json.loads(self.json_schema)  # fail here, not inside an engine
+
+    @staticmethod
+    def literal(text: str) -> str:
+        """`text` as a regex matching itself, in the subset of regex syntax xgrammar and Python's re read alike
+        (re.escape writes `\\#`, `\\ ` and a backslash before a real newline, which xgrammar need not accept)."""
+        out = []
+        for char in text:
+            if char in _REGEX_SPECIAL:
+                out.append("\\" + char)
+            elif char == "\n":
+                out.append("\\n")
+            else:
+                out.append(char)
+        return "".join(out)
+
+    @classmethod
+    def schema(cls, schema: dict) -> "Structured":
+        """A JSON-schema constraint from its dict (stored as sorted JSON text, so equal schemas hash equal)."""
+        return cls(json_schema=json.dumps(schema, sort_keys=True))
 
 
 # Output-space histograms (paper Fig. 5): fixed bins, so per-row counts add up across actors and shards.
@@ -74,8 +115,10 @@ class Backend(Protocol):
     bos_id: int | None
     eos_id: int | None
 
-    def generate(self, prompts: list[str], sampling: Sampling, seeds: list[int] | None = None) -> list[Generation]:
-        """Complete each prompt; `seeds[i]` alone drives prompt i's sampling (ignored when greedy)."""
+    def generate(self, prompts: list[str], sampling: Sampling, seeds: list[int] | None = None,
+                 structured: Structured | None = None) -> list[Generation]:
+        """Complete each prompt; `seeds[i]` alone drives prompt i's sampling (ignored when greedy); `structured`
+        constrains every completion of the call to a JSON schema or a regex."""
         ...
 
     def token_losses(self, sequences: list[list[int]]) -> list[np.ndarray]: ...

@@ -2,7 +2,11 @@
 
 It is never offered as a model: its "generations" are a dozen words picked by a digest of the prompt (and the
 row's seed), and its token losses a fixed function of the token ids. Benchmarks use it to find what the
-engine costs around the model, and fault tests use `fail_on` to make one row raise inside a stage."""
+engine costs around the model, and fault tests use `fail_on` to make one row raise inside a stage.
+
+It cannot honour a structured-output constraint (it has no model to mask): a structured call gets an error
+Generation for every row (rejected as a generation error, never a fake instance), so a plumbing run with
+`autoif.structured` or `auto_evol.structured` on shows the rows reaching the model and leaving by that reason."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import hashlib
 import numpy as np
 from transformers import AutoTokenizer
 
-from engine.backends.base import Generation, Sampling
+from engine.backends.base import Generation, Sampling, Structured
 from engine.backends.embedded import resolve_model_path
 from engine.config import ModelConfig
 
@@ -36,7 +40,11 @@ class EchoBackend:
         self.eos_id = self.tokenizer.eos_token_id
         self.bos_id = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.eos_id
 
-    def generate(self, prompts: list[str], sampling: Sampling, seeds: list[int] | None = None) -> list[Generation]:
+    def generate(self, prompts: list[str], sampling: Sampling, seeds: list[int] | None = None,
+                 structured: Structured | None = None) -> list[Generation]:
+        if structured is not None:
+            return [Generation("", len(p.split()), 0, "error", error="the echo backend cannot produce structured "
+                               "output (it has no model): use model.backend=hf or vllm") for p in prompts]
         seeds = [0] * len(prompts) if seeds is None or sampling.greedy else list(seeds)
         out = []
         for prompt, seed in zip(prompts, seeds):

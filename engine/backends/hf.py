@@ -11,7 +11,15 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from engine.backends.base import ENTROPY_EDGES, TOP1_EDGES, Generation, OutputStats, Sampling, reject_too_long
+from engine.backends.base import (
+    ENTROPY_EDGES,
+    TOP1_EDGES,
+    Generation,
+    OutputStats,
+    Sampling,
+    Structured,
+    reject_too_long,
+)
 from engine.backends.chat import chat_prompt_ids
 from engine.backends.embedded import resolve_model_path
 from engine.config import ModelConfig
@@ -128,6 +136,36 @@ class OutputSpaceRecorder(LogitsProcessor):
                            float(self.top1_sum[row]), float(self.entropy_sum[row]), int(self.positions[row]))
 
 
+class GrammarCache:
+    """xgrammar's compiler for one tokenizer and the grammars it compiled, one per Structured value: a stage
+    compiles its grammar once and every batch after it only builds matchers (xgrammar.contrib.hf's processor)."""
+
+    def __init__(self, tokenizer, vocab_size: int, eos_id: int | None):
+        import xgrammar
+
+        self.xgrammar = xgrammar
+        info = xgrammar.TokenizerInfo.from_huggingface(
+            tokenizer, vocab_size=vocab_size, stop_token_ids=[eos_id] if eos_id is not None else None)
+        self.compiler = xgrammar.GrammarCompiler(info)
+        self.compiled: dict[Structured, object] = {}
+
+    def grammar(self, structured: Structured):
+        if structured not in self.compiled:
+            if structured.json_schema is not None:
+                # Compact JSON, as vLLM's engine is configured (vllm_config: disable_any_whitespace).
+                self.compiled[structured] = self.compiler.compile_json_schema(structured.json_schema,
+                                                                              any_whitespace=False)
+            else:
+                self.compiled[structured] = self.compiler.compile_regex(structured.regex)
+        return self.compiled[structured]
+
+    def processor(self, structured: Structured) -> LogitsProcessor:
+        """A fresh logits processor (one matcher per row; xgrammar's processor serves one generate() only)."""
+        from xgrammar.contrib.hf import LogitsProcessor as GrammarProcessor
+
+        return GrammarProcessor(self.grammar(structured))
+
+
 class HFBackend:
     """A transformers causal LM behind the Backend protocol."""
 
@@ -145,15 +183,24 @@ class HFBackend:
         self.eos_id = self.tokenizer.eos_token_id
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
         self.bos_id = self.tokenizer.bos_token_id
+        self._grammars: GrammarCache | None = None  # built on the first structured call
+
+    def grammars(self) -> GrammarCache:
+        if self._grammars is None:
+            self._grammars = GrammarCache(self.tokenizer, self.model.get_output_embeddings().weight.shape[0],
+                                          self.eos_id)
+        return self._grammars
 
     def chat_ids(self, prompt: str) -> list[int]:
         """Token ids of a single-user-turn chat with the generation prompt: the template applied once, to ids
         (recipe.fidelity.double_bos reproduces the seed's second BOS)."""
         return chat_prompt_ids(self.tokenizer, prompt, self.config.double_bos)
 
-    def generate(self, prompts: list[str], sampling: Sampling, seeds: list[int] | None = None) -> list[Generation]:
+    def generate(self, prompts: list[str], sampling: Sampling, seeds: list[int] | None = None,
+                 structured: Structured | None = None) -> list[Generation]:
         """Complete each prompt; similar lengths are batched together and left-padded. `seeds[i]` drives prompt
-        i's sampling alone (default: its position), so outputs do not depend on how rows were batched."""
+        i's sampling alone (default: its position), so outputs do not depend on how rows were batched.
+        `structured` masks every step to the tokens its grammar allows (xgrammar), before sampling."""
         seeds = list(range(len(prompts))) if seeds is None else list(seeds)
         encoded = [self.chat_ids(p) for p in prompts]
         results, fits = reject_too_long(encoded, self.config.max_model_len, sampling.max_new_tokens)
@@ -162,12 +209,14 @@ class HFBackend:
         for start in range(0, len(fits), step):
             chunk = fits[start:start + step]
             batch_seeds = [seeds[i] for i in chunk]
-            for i, generation in zip(chunk, self._generate_batch([encoded[i] for i in chunk], sampling, batch_seeds)):
+            batch = self._generate_batch([encoded[i] for i in chunk], sampling, batch_seeds, structured)
+            for i, generation in zip(chunk, batch):
                 results[i] = generation
         return results  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def _generate_batch(self, batch_ids: list[list[int]], sampling: Sampling, seeds: list[int]) -> list[Generation]:
+    def _generate_batch(self, batch_ids: list[list[int]], sampling: Sampling, seeds: list[int],
+                        structured: Structured | None = None) -> list[Generation]:
         width = max(len(ids) for ids in batch_ids)
         input_ids = torch.full((len(batch_ids), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(batch_ids), width), dtype=torch.long)
@@ -182,6 +231,8 @@ class HFBackend:
         if sampling.output_stats:  # first: it sees the raw logits, before the sampler replaces them
             recorder = OutputSpaceRecorder(len(batch_ids), self.eos_id, self.device)
             processors.append(recorder)
+        if structured is not None:  # before the sampler: it draws from the allowed tokens only
+            processors.append(self.grammars().processor(structured))
         if not sampling.greedy:
             processors.append(RowSampler(seeds, sampling.temperature, sampling.top_p, self.device))
         out = self.model.generate(

@@ -29,7 +29,7 @@ import os
 import numpy as np
 from transformers import AutoTokenizer
 
-from engine.backends.base import Generation, Sampling, reject_too_long
+from engine.backends.base import Generation, Sampling, Structured, reject_too_long
 from engine.backends.chat import chat_prompt_ids
 from engine.backends.embedded import resolve_model_path
 from engine.backends.feeder import EngineFeeder, logged_root_cause, own_log_tail, root_cause
@@ -42,6 +42,7 @@ from engine.backends.vllm_config import (
     require_vllm,
     sampling_kwargs,
     scoring_sampling_kwargs,
+    structured_outputs_kwargs,
     visible_gpus,
 )
 from engine.config import ModelConfig
@@ -85,6 +86,7 @@ class VLLMBackend:
                  self.engine_kwargs["distributed_executor_backend"])
         self.llm = vllm.LLM(**self.engine_kwargs)
         self._params = vllm.SamplingParams
+        self._structured_params = vllm.sampling_params.StructuredOutputsParams
         self._final_only = vllm.sampling_params.RequestOutputKind.FINAL_ONLY
         self._checked_logit_memory = False
         self.max_in_flight = max_in_flight or default_max_in_flight(model, self.platform)
@@ -127,21 +129,30 @@ class VLLMBackend:
     def chat_ids(self, prompt: str) -> list[int]:
         return chat_prompt_ids(self.tokenizer, prompt, self.config.double_bos)
 
-    def generate(self, prompts: list[str], sampling: Sampling, seeds: list[int] | None = None) -> list[Generation]:
-        """Complete each prompt, given to vLLM as token ids (no second BOS); `seeds[i]` drives row i alone."""
+    def generate(self, prompts: list[str], sampling: Sampling, seeds: list[int] | None = None,
+                 structured: Structured | None = None) -> list[Generation]:
+        """Complete each prompt, given to vLLM as token ids (no second BOS); `seeds[i]` drives row i alone;
+        `structured` becomes every request's structured-outputs constraint (vLLM's xgrammar backend)."""
         seeds = list(range(len(prompts))) if seeds is None else list(seeds)
         encoded = [self.chat_ids(p) for p in prompts]
         # The HF backend's rule, so a row fails the same way on either backend.
         results, fits = reject_too_long(encoded, self.config.max_model_len, sampling.max_new_tokens)
         if fits:
             requests = [{"prompt_token_ids": encoded[i]} for i in fits]
-            params = [self._params(**sampling_kwargs(sampling, seeds[i], self.config.stop)) for i in fits]
+            params = [self._params(**sampling_kwargs(sampling, seeds[i], self.config.stop),
+                                   **self._constraint(structured)) for i in fits]
             outputs = self._run(requests, params)
             for i, output in zip(fits, outputs):
                 completion = output.outputs[0]
                 finish = "length" if completion.finish_reason == "length" else "stop"
                 results[i] = Generation(completion.text, len(encoded[i]), len(completion.token_ids), finish)
         return results  # type: ignore[return-value]
+
+    def _constraint(self, structured: Structured | None) -> dict:
+        """SamplingParams' structured_outputs for one request (its own object: vLLM records its backend on it)."""
+        if structured is None:
+            return {}
+        return {"structured_outputs": self._structured_params(**structured_outputs_kwargs(structured))}
 
     def token_losses(self, sequences: list[list[int]]) -> list[np.ndarray]:
         """Cross-entropy of every token given its prefix (len - 1 float32 values per sequence), from vLLM's

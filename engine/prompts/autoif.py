@@ -4,6 +4,8 @@ Templates are filled by concatenation, not str.format: instructions and queries 
 
 from __future__ import annotations
 
+from engine.backends.base import Structured
+
 # The research code's string starts with a newline (a triple-quoted literal opened on its own line).
 _AUGMENT_HEAD = (
     "\nYou are an expert for writing instructions. Please provide 50 different instructions that meet the "
@@ -57,3 +59,54 @@ def verification_prompt(instruction: str) -> str:
 def concat_prompt(instruction: str, query: str) -> str:
     """A user query to answer under a verified format constraint (the seed's 4_Concat step)."""
     return _CONCAT_HEAD + instruction + "\n[Query] " + query
+
+
+# Structured verification (autoif.structured): the answer the prompt asks for, as a grammar. What it writes is a
+# ```json fenced block (so json_mode seed and robust both read it) holding exactly VERIFICATION_SCHEMA's JSON:
+# {"func": str, "cases": [three {"input": str, "output": bool}]}. A regex, not the JSON schema itself: xgrammar's
+# JSON-schema strings either have no length bound (a model that never closes `func` runs out of tokens
+# unparsed) or, with maxLength, no escapes at all (no \n: no multi-line function). Strings here are printable
+# ASCII without backticks (a ``` inside would end the fence), with the escapes \n \t \" \\; so every token
+# writes at least one character and the longest answer the grammar allows fits the token budget.
+VERIFICATION_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "func": {"type": "string", "minLength": 1},
+        "cases": {
+            "type": "array", "minItems": 3, "maxItems": 3,
+            "items": {"type": "object", "properties": {"input": {"type": "string"}, "output": {"type": "boolean"}},
+                      "required": ["input", "output"], "additionalProperties": False},
+        },
+    },
+    "required": ["func", "cases"],
+    "additionalProperties": False,
+}
+VERIFICATION_CASES = 3  # the prompt asks for three test cases
+_JSON_CHAR = r'([ !#-\[\]-_a-~]|\\[nt"\\])'  # printable ASCII but " \ `, or a two-character escape
+_OPEN, _CASES, _CASE_OPEN, _CASE_MID, _CASE_SEP, _CLOSE = (
+    '```json\n{"func": "', '", "cases": [', '{"input": "', '", "output": ', ", ", "]}\n```")
+_LONGEST_BOOL = len("false") + len("}")
+
+
+def verification_budget(max_new_tokens: int) -> tuple[int, int]:
+    """The longest `func` and case `input` (in characters) whose worst case, every character a two-character
+    escape, still fits `max_new_tokens` with the closing end-of-sequence token: (func chars, input chars)."""
+    fixed = len(_OPEN) + len(_CASES) + len(_CLOSE) + VERIFICATION_CASES * (
+        len(_CASE_OPEN) + len(_CASE_MID) + _LONGEST_BOOL) + (VERIFICATION_CASES - 1) * len(_CASE_SEP)
+    room = (max_new_tokens - 1 - fixed) // 2  # characters, each at most two tokens
+    input_chars = min(120, room // 8)
+    func_chars = room - VERIFICATION_CASES * input_chars
+    if func_chars < 16:
+        raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a structured verification answer "
+                         f"(at least {fixed + 1 + 2 * 16} tokens)")
+    return func_chars, input_chars
+
+
+def verification_structured(max_new_tokens: int) -> Structured:
+    """The constraint on one verification answer for a budget of `max_new_tokens` (see VERIFICATION_SCHEMA)."""
+    func_chars, input_chars = verification_budget(max_new_tokens)
+    case = (Structured.literal(_CASE_OPEN) + _JSON_CHAR + "{0,%d}" % input_chars + Structured.literal(_CASE_MID)
+            + "(true|false)" + Structured.literal("}"))
+    cases = Structured.literal(_CASE_SEP).join([case] * VERIFICATION_CASES)
+    return Structured(regex=Structured.literal(_OPEN) + _JSON_CHAR + "{1,%d}" % func_chars
+                      + Structured.literal(_CASES) + cases + Structured.literal(_CLOSE))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 from engine.config import ConfigError
+from engine.prompts.auto_evol import four_step_budget
 from engine.recipes import specs
 from engine.recipes.base import Recipe, SetupTools
 from engine.recipes.spec import StageSpec
@@ -17,6 +18,14 @@ METHOD = "auto_evol_method"  # the decision the set-up step hands the stages
 
 class AutoEvol(Recipe):
     name = "auto_evol"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        if cfg.auto_evol.structured:
+            try:
+                four_step_budget(cfg.recipe.evolve.max_new_tokens)
+            except ValueError as err:
+                raise ConfigError(f"auto_evol.structured: {err}; raise recipe.evolve.max_new_tokens") from None
 
     def setup(self, tools: SetupTools) -> dict:
         """With `auto_evol.optimize`, run the optimizer loop on the first seed rows and evolve with the method it
@@ -39,9 +48,22 @@ class AutoEvol(Recipe):
         storage.write_text(chosen, method)
         return {METHOD: method}
 
+    def summary_section(self, per_round: list[dict]) -> dict:
+        return {"structured": self.cfg.auto_evol.structured, "rounds": [parse_share(r) for r in per_round]}
+
     def stages(self, round_num: int, decisions: dict) -> list[StageSpec]:
         steps = [specs.auto_evolve(self.cfg, round_num, decisions.get(METHOD))]
         if self.cfg.auto_evol.keywords:
             steps.append(specs.keywords(self.cfg))
         steps += [specs.eliminate(self.cfg), specs.respond(self.cfg, round_num), specs.score(self.cfg, round_num)]
         return [step for step in steps if step is not None]
+
+
+def parse_share(counts: dict) -> dict:
+    """One round's 4-step answers and the share that had no final instruction (`unparsable`, rejected): answers
+    are the rows the evolver answered (not rejected at read, no generation error)."""
+    stages = counts["rejected_by_stage"]
+    answers = counts["rows_in"] - stages.get("read", 0) - stages.get("evolve", 0)
+    unparsable = counts["rejected_by_reason"].get("unparsable", 0)
+    return {"round": counts["round"], "answers": answers, "unparsable": unparsable,
+            "unparsable_share": round(unparsable / answers, 4) if answers else None}

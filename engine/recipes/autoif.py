@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from engine.config import ConfigError
+from engine.prompts.autoif import verification_budget
 from engine.recipes import specs
 from engine.recipes.base import Expansion, Recipe, RoundInput
 from engine.recipes.spec import StageSpec
@@ -35,6 +36,11 @@ class AutoIF(Recipe):
         if selection_active(cfg.select):
             raise ConfigError("select.*: AutoIF rows carry no IFD scores to select by; unset select.fraction, "
                               "select.top_k, select.threshold and select.ifd_below_one for recipe=autoif")
+        if cfg.autoif.structured:
+            try:
+                verification_budget(cfg.autoif.generate.max_new_tokens)
+            except ValueError as err:
+                raise ConfigError(f"autoif.structured: {err}; raise autoif.generate.max_new_tokens") from None
 
     def num_rounds(self) -> int:
         return len(PHASES)
@@ -70,12 +76,13 @@ class AutoIF(Recipe):
         return [specs.respond(self.cfg, round_num, prompt="autoif")]
 
     def summary_section(self, per_round: list[dict]) -> dict:
-        return funnel(per_round)
+        return funnel(per_round, structured=self.cfg.autoif.structured)
 
 
-def funnel(per_round: list[dict]) -> dict:
-    """Pass rates at every filter: lines kept by dedup, generations parsed, functions executable, cases kept,
-    functions kept, constraints verified, queries answered."""
+def funnel(per_round: list[dict], structured: bool = False) -> dict:
+    """Pass rates at every filter: lines kept by dedup, verification answers parsed (their count and share; with
+    `structured` decoding every one does), functions executable, cases kept, functions kept, constraints
+    verified, queries answered."""
     if len(per_round) < 2:
         return {}
     c = per_round[1]["counts"]
@@ -85,6 +92,8 @@ def funnel(per_round: list[dict]) -> dict:
         "augment_new_instructions": c.get("augment_new", 0),
         "instructions_in": per_round[1]["rows_in"] - per_round[1]["rejected_by_stage"].get("augment", 0),
         "instructions_verified": per_round[1]["rows_out"],
+        "structured": structured,
+        "generations_parsed": c.get("cv_parsed", 0),
         "generations_parsed_rate": rate(c.get("cv_parsed", 0), c.get("cv_generations", 0)),
         "functions_executable_rate": rate(c.get("cv_funcs_executable", 0), c.get("cv_funcs", 0)),
         "cases_kept_rate": rate(c.get("cv_cases_kept", 0), c.get("cv_cases", 0)),

@@ -33,7 +33,8 @@ def auto_evolve(cfg: Config, round_num: int, method: Optional[str] = None) -> St
     the paper's universal prompt)."""
     args = AutoEvolveArgs(model=cfg.model, round_num=round_num, sampling=cfg.recipe.evolve,
                           parse_mode=cfg.recipe.fidelity.auto_evol_parse, method=method or cfg.auto_evol.method,
-                          run_seed=cfg.run.seed, output_space=cfg.recipe.output_space)
+                          run_seed=cfg.run.seed, output_space=cfg.recipe.output_space,
+                          structured=cfg.auto_evol.structured)
     return StageSpec(AutoEvolve, args, resources_for(cfg, "evolve"))
 
 
@@ -84,7 +85,7 @@ def verify(cfg: Config, round_num: int = 2) -> StageSpec:
     """AutoIF phase 2: verification functions and cases, several generations per constraint."""
     auto = cfg.autoif
     args = VerifyArgs(model=cfg.model, sampling=auto.generate, samples=auto.samples_per_instruction,
-                      run_seed=cfg.run.seed, round_num=round_num)
+                      run_seed=cfg.run.seed, round_num=round_num, structured=auto.structured)
     return StageSpec(VerifyGen, args, resources_for(cfg, "verify"))
 
 

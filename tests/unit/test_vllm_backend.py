@@ -37,6 +37,7 @@ def test_engine_kwargs_carry_every_model_setting():
         "max_model_len": 8192, "gpu_memory_utilization": 0.85, "enforce_eager": True, "seed": 7,
         "logprobs_mode": "raw_logprobs", "enable_prefix_caching": True, "max_num_batched_tokens": 4096,
         "max_num_seqs": 128,
+        "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
     }
     defaults = vc.engine_kwargs(vllm_model(), "/m")
     assert "max_num_batched_tokens" not in defaults and "max_num_seqs" not in defaults  # vLLM's own defaults

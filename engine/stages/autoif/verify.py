@@ -11,7 +11,7 @@ import numpy as np
 
 from engine.backends import Sampling, load_backend
 from engine.config import ModelConfig, SamplingConfig, SandboxConfig
-from engine.prompts.autoif import verification_prompt
+from engine.prompts.autoif import verification_prompt, verification_structured
 from engine.rows.records import default_columns, ok_mask, reject_with_reasons
 from engine.rows.rng import row_seeds
 from engine.sandbox import Limits, Sandbox
@@ -38,11 +38,13 @@ class VerifyArgs:
     samples: int = 8
     run_seed: int = 0
     round_num: int = 2
+    structured: bool = False  # constrain each answer to the verification JSON (prompts/autoif.py)
 
 
 class VerifyGen:
     """For each ok instruction, `autoif.samples_per_instruction` generations of the verification prompt, stored
-    as a JSON list in `verifications`."""
+    as a JSON list in `verifications`; with `structured`, every generation is a fenced block of the verification
+    JSON, sized so that the longest one fits `max_new_tokens`."""
 
     uses_model = True
 
@@ -51,6 +53,7 @@ class VerifyGen:
         self.samples = args.samples
         self.settings = args.sampling
         self.run_seed = args.run_seed
+        self.structured = verification_structured(args.sampling.max_new_tokens) if args.structured else None
         self.model = load_backend(args.model, torch_threads=torch_threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -63,7 +66,7 @@ class VerifyGen:
                 ids.append(f"{batch['id'][i]}#v{k}")
         sampling = Sampling(self.settings.temperature, self.settings.top_p, self.settings.max_new_tokens)
         seeds = row_seeds(self.run_seed, "verify", self.round_num, ids)
-        generations = self.model.generate(prompts, sampling, seeds) if prompts else []
+        generations = self.model.generate(prompts, sampling, seeds, structured=self.structured) if prompts else []
         out = np.full(len(batch["id"]), "[]", dtype=object)
         for n, i in enumerate(rows):
             chunk = generations[n * self.samples:(n + 1) * self.samples]

@@ -11,7 +11,7 @@ import numpy as np
 from engine.backends import Sampling, load_backend
 from engine.config import ModelConfig, SamplingConfig
 from engine.measure.output_space import record_output_space
-from engine.prompts.auto_evol import BASE_INSTRUCTION, parse_trajectory
+from engine.prompts.auto_evol import BASE_INSTRUCTION, four_step_structured, parse_trajectory
 from engine.rows.records import default_columns, ok_mask, reject_with_reasons
 from engine.rows.rng import row_seeds
 from engine.stages.generation.evolve import EVOLVE_COLUMNS, record_evolution
@@ -33,18 +33,22 @@ class AutoEvolveArgs:
     method: Optional[str] = None
     run_seed: int = 0
     output_space: bool = False
+    structured: bool = False  # constrain each answer to the four labelled sections (prompts/auto_evol.py)
 
 
 class AutoEvolve:
     """Rewrites each ok instruction with the 4-step prompt; the #Finally Rewritten Instruction# becomes the new
-    instruction, the other steps go to trajectory columns, and an answer without one is rejected (`unparsable`)."""
+    instruction, the other steps go to trajectory columns, and an answer without one is rejected (`unparsable`).
+    With `structured`, every answer carries the four exact labels and a non-empty final instruction, and is
+    split on those labels (parse_structured) whatever `parse_mode` says."""
 
     uses_model = True
 
     def __init__(self, args: AutoEvolveArgs, torch_threads: int | None = None):
         self.round_num = args.round_num
         self.settings = args.sampling
-        self.parse_mode = args.parse_mode
+        self.parse_mode = "structured" if args.structured else args.parse_mode
+        self.structured = four_step_structured(args.sampling.max_new_tokens) if args.structured else None
         self.method = args.method or BASE_INSTRUCTION  # an optimized method, when the loop ran
         self.run_seed = args.run_seed
         self.evolver = args.model.name
@@ -59,7 +63,7 @@ class AutoEvolve:
         sampling = Sampling(self.settings.temperature, self.settings.top_p, self.settings.max_new_tokens,
                             output_stats=self.output_space)
         seeds = row_seeds(self.run_seed, "auto_evolve", self.round_num, [batch["id"][i] for i in rows])
-        generations = self.model.generate(prompts, sampling, seeds) if len(rows) else []
+        generations = self.model.generate(prompts, sampling, seeds, structured=self.structured) if len(rows) else []
         if self.output_space:
             record_output_space(batch, rows, generations)
         trajectories = [parse_trajectory(g.text, self.parse_mode) for g in generations]
