@@ -65,9 +65,12 @@ def concat_prompt(instruction: str, query: str) -> str:
 # ```json fenced block (so json_mode seed and robust both read it) holding exactly VERIFICATION_SCHEMA's JSON:
 # {"func": str, "cases": [three {"input": str, "output": bool}]}. A regex, not the JSON schema itself: xgrammar's
 # JSON-schema strings either have no length bound (a model that never closes `func` runs out of tokens
-# unparsed) or, with maxLength, no escapes at all (no \n: no multi-line function). Strings here are printable
-# ASCII without backticks (a ``` inside would end the fence), with the escapes \n \t \" \\; so every token
-# writes at least one character and the longest answer the grammar allows fits the token budget.
+# unparsed) or, with maxLength, no escapes at all (no \n: no multi-line function). Here strings are printable
+# ASCII without `"`, `\` or backticks (a ``` inside would end the fence; Python has single quotes), and `func` is
+# lines of at most FUNC_LINE_CHARS joined by the escape \n, as the prompt asks. So every token writes at least one
+# character, and the line count and lengths are cut so the longest answer fits the token budget. (A bounded
+# repetition of "a character or a two-character escape" would allow \" and \\ too, but xgrammar then spent up
+# to seconds per token on SmolLM2's vocabulary; lines of plain characters cost well under a millisecond.)
 VERIFICATION_SCHEMA = {
     "type": "object",
     "properties": {
@@ -82,31 +85,38 @@ VERIFICATION_SCHEMA = {
     "additionalProperties": False,
 }
 VERIFICATION_CASES = 3  # the prompt asks for three test cases
-_JSON_CHAR = r'([ !#-\[\]-_a-~]|\\[nt"\\])'  # printable ASCII but " \ `, or a two-character escape
+FUNC_LINE_CHARS = 80
+_JSON_CHAR = r"[ !#-\[\]-_a-~]"  # printable ASCII but " \ `
+_NEWLINE = r"\\n"  # the two characters \n: a line break inside the JSON string
 _OPEN, _CASES, _CASE_OPEN, _CASE_MID, _CASE_SEP, _CLOSE = (
     '```json\n{"func": "', '", "cases": [', '{"input": "', '", "output": ', ", ", "]}\n```")
 _LONGEST_BOOL = len("false") + len("}")
 
 
-def verification_budget(max_new_tokens: int) -> tuple[int, int]:
-    """The longest `func` and case `input` (in characters) whose worst case, every character a two-character
-    escape, still fits `max_new_tokens` with the closing end-of-sequence token: (func chars, input chars)."""
+def verification_budget(max_new_tokens: int) -> tuple[int, int, int]:
+    """The longest verification answer that fits `max_new_tokens` with the closing end-of-sequence token:
+    (lines of `func`, characters per line, characters per case input)."""
     fixed = len(_OPEN) + len(_CASES) + len(_CLOSE) + VERIFICATION_CASES * (
         len(_CASE_OPEN) + len(_CASE_MID) + _LONGEST_BOOL) + (VERIFICATION_CASES - 1) * len(_CASE_SEP)
-    room = (max_new_tokens - 1 - fixed) // 2  # characters, each at most two tokens
+    room = max_new_tokens - 1 - fixed
     input_chars = min(120, room // 8)
-    func_chars = room - VERIFICATION_CASES * input_chars
-    if func_chars < 16:
+    func_room = room - VERIFICATION_CASES * input_chars
+    if func_room < 16:
         raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a structured verification answer "
-                         f"(at least {fixed + 1 + 2 * 16} tokens)")
-    return func_chars, input_chars
+                         f"(at least {fixed + 1 + 16 + 3 * 2} tokens)")
+    width = min(FUNC_LINE_CHARS, func_room)
+    lines = (func_room + len("\\n")) // (width + len("\\n"))  # lines x width + (lines - 1) separators
+    return lines, width, input_chars
 
 
 def verification_structured(max_new_tokens: int) -> Structured:
     """The constraint on one verification answer for a budget of `max_new_tokens` (see VERIFICATION_SCHEMA)."""
-    func_chars, input_chars = verification_budget(max_new_tokens)
+    lines, width, input_chars = verification_budget(max_new_tokens)
+    func = _JSON_CHAR + "{1,%d}" % width
+    if lines > 1:
+        func += "(" + _NEWLINE + _JSON_CHAR + "{0,%d}){0,%d}" % (width, lines - 1)
     case = (Structured.literal(_CASE_OPEN) + _JSON_CHAR + "{0,%d}" % input_chars + Structured.literal(_CASE_MID)
             + "(true|false)" + Structured.literal("}"))
     cases = Structured.literal(_CASE_SEP).join([case] * VERIFICATION_CASES)
-    return Structured(regex=Structured.literal(_OPEN) + _JSON_CHAR + "{1,%d}" % func_chars
-                      + Structured.literal(_CASES) + cases + Structured.literal(_CLOSE))
+    return Structured(regex=Structured.literal(_OPEN) + func + Structured.literal(_CASES) + cases
+                      + Structured.literal(_CLOSE))

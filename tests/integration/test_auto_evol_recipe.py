@@ -55,3 +55,14 @@ def test_the_optimizer_loop_saves_every_candidate_and_its_choice(local_ray, tiny
     # The random model proposes no usable method, so the universal prompt stays the chosen one.
     assert (out / "chosen_method.txt").read_text() == BASE_INSTRUCTION
     assert summary["rows_in"] == 8 and summary["rows_conserved"]
+
+
+def test_structured_auto_evol_leaves_no_answer_unparsable(local_ray, tiny_cfg, tmp_path):
+    tiny_cfg = auto_evol_cfg(tiny_cfg, tmp_path, rows=4, evolve_tokens=160)
+    tiny_cfg.auto_evol.structured = True
+    summary = run(tiny_cfg)
+
+    assert summary["rows_conserved"]
+    assert summary["auto_evol"] == {"structured": True, "rounds": [
+        {"round": 1, "answers": 4, "unparsable": 0, "unparsable_share": 0.0}]}
+    assert "unparsable" not in summary["rejected_by_reason"]

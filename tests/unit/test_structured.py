@@ -61,30 +61,34 @@ def verification_text(func: str, inputs: list[str], outputs: list[bool]) -> str:
 
 @pytest.mark.parametrize("max_new_tokens", [192, 512, 2048])
 def test_the_longest_verification_answer_fits_the_budget_and_parses(max_new_tokens):
-    func_chars, input_chars = verification_budget(max_new_tokens)
+    lines, width, input_chars = verification_budget(max_new_tokens)
     structured = verification_structured(max_new_tokens)
-    # The worst case: every character a two-character escape, every output the longer `false`.
-    longest = verification_text('\\"' * func_chars, ["\\\\" * input_chars] * 3, [False] * 3)
+    func = "\\n".join(["f" * width] * lines)  # every line full, joined by the two characters \n
+    longest = verification_text(func, ["i" * input_chars] * 3, [False] * 3)  # `false`: the longer output
     assert both_accept(structured, longest)
     assert len(longest) + 1 <= max_new_tokens  # each token writes >= 1 character; +1 for end-of-sequence
-    assert not both_accept(structured, verification_text("x" * (func_chars + 1), ["a"] * 3, [True] * 3))
+    assert not both_accept(structured, verification_text(func + "\\nf", ["i"] * 3, [True] * 3))
+    assert not both_accept(structured, verification_text("f" * (width + 1), ["i"] * 3, [True] * 3))
+    assert not both_accept(structured, verification_text("f", ["i" * (input_chars + 1)] * 3, [True] * 3))
     for mode in ("seed", "robust"):
         found, reason = extract_verification(longest, mode)
-        assert reason == "" and found.func == '"' * func_chars
-        assert found.cases == [("\\" * input_chars, False)] * 3
+        assert reason == "" and found.func == "\n".join(["f" * width] * lines)
+        assert found.cases == [("i" * input_chars, False)] * 3
 
 
 def test_verification_grammar_allows_multiline_functions_and_matches_the_schema():
     structured = verification_structured(2048)
-    func = 'def evaluate(response):\\n\\treturn \\"a\\" in response.lower()'
-    text = verification_text(func, ["A cat", "", "dog"], [True, False, False])
+    func = "def evaluate(response):\\n    words = response.split()\\n    return 'a' in words"
+    text = verification_text(func, ["A cat", "", "a dog"], [False, False, True])
     assert both_accept(structured, text)
     value = json.loads(text.removeprefix("```json\n").removesuffix("\n```"))
     jsonschema.validate(value, VERIFICATION_SCHEMA)
     found, _ = extract_verification(text, "seed")
-    assert found.func == 'def evaluate(response):\n\treturn "a" in response.lower()'
-    assert found.cases == [("A cat", True), ("", False), ("dog", False)]
-    compile(found.func, "<verifier>", "exec")  # newlines and quotes survive as Python source
+    assert found.func == "def evaluate(response):\n    words = response.split()\n    return 'a' in words"
+    assert found.cases == [("A cat", False), ("", False), ("a dog", True)]
+    namespace = {}
+    exec(found.func, namespace)  # noqa: S102 - our own function text: the lines survive as Python source
+    assert [namespace["evaluate"](text) for text, _ in found.cases] == [False, False, True]
 
 
 @pytest.mark.parametrize("bad", [
@@ -93,7 +97,8 @@ def test_verification_grammar_allows_multiline_functions_and_matches_the_schema(
     verification_text("x", ["a"] * 3, [True] * 3).replace("true", '"true"', 1),  # a string where a bool goes
     verification_text("x`", ["a"] * 3, [True] * 3),  # a backtick could close the fence
     verification_text("caf\u00e9", ["a"] * 3, [True] * 3),  # non-ASCII: a token might write part of a char
-    verification_text("\\u0041", ["a"] * 3, [True] * 3),  # \\u escapes: 6 characters for one
+    verification_text("\\u0041", ["a"] * 3, [True] * 3),  # \u escapes: 6 characters for one
+    verification_text('say \\"hi\\"', ["a"] * 3, [True] * 3),  # escapes other than \n
     verification_text("x", ["a"] * 3, [True] * 3).replace('"func": ', '"func":'),  # not compact
 ])
 def test_verification_grammar_refuses_what_could_break_the_budget_or_the_parse(bad):
