@@ -17,6 +17,7 @@ from engine.config.schema import (
     AutoIFConfig,
     ClusterConfig,
     CompareConfig,
+    CurateConfig,
     Config,
     ConfigError,
     CostConfig,
@@ -65,6 +66,7 @@ __all__ = [
     "AutoIFConfig",
     "AutoEvolConfig",
     "CompareConfig",
+    "CurateConfig",
     "Config",
     "ConfigError",
 ]

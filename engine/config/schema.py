@@ -270,6 +270,17 @@ class AutoEvolConfig:
 
 
 @dataclass
+class CurateConfig:
+    """recipe=curate: an existing instruction set read, deduplicated, answered where asked, scored and selected,
+    with no evolution."""
+
+    # missing: the `model` answers rows without an output | always: every row (the given answer kept in
+    # `given_output`, to compare responders) | never: rows are scored as they are; a row without an output is
+    # rejected (no_output)
+    respond: str = "missing"
+
+
+@dataclass
 class CompareConfig:
     """Evolve the same seeds with several evolvers in one run (paper: SLM vs LLM), each into RUN_DIR/<name>/,
     then join their final rounds by seed id into RUN_DIR/side_by_side/. Empty: an ordinary run of `model`."""
@@ -293,6 +304,7 @@ class Config:
     select: SelectConfig = field(default_factory=SelectConfig)
     autoif: AutoIFConfig = field(default_factory=AutoIFConfig)
     auto_evol: AutoEvolConfig = field(default_factory=AutoEvolConfig)
+    curate: CurateConfig = field(default_factory=CurateConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     rounds: int = 1
