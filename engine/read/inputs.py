@@ -110,16 +110,22 @@ def check_schema(files: list[Path], shape: Shape, data: DataConfig, rows: int) -
     raise InputError(" ".join(lines))
 
 
-def _first_outcomes(files: list[Path], shape: Shape, rows: int) -> list[tuple[str, str]]:
-    """(reason or "ok", detail) of the first `rows` row slots, read with `shape`."""
+def _first_outcomes(files: list[Path], shape: Shape, rows: int, quiet: bool = False) -> list[tuple[str, str]]:
+    """(reason or "ok", detail) of the first `rows` row slots, read with `shape`; `quiet` keeps the rejects of a
+    shape only tried for the message out of the log."""
     outcomes: list[tuple[str, str]] = []
     policy = ReadPolicy(shape=shape)
-    for path in files:
-        for batch in iter_records(path, len(outcomes), batch_rows=rows, policy=policy):
-            for status, reason, detail in zip(batch["status"], batch["reason"], batch["detail"]):
-                outcomes.append((STATUS_OK if status == STATUS_OK else str(reason), str(detail)))
-                if len(outcomes) >= rows:
-                    return outcomes
+    level = log.level
+    log.setLevel(logging.ERROR if quiet else level)
+    try:
+        for path in files:
+            for batch in iter_records(path, len(outcomes), batch_rows=rows, policy=policy):
+                for status, reason, detail in zip(batch["status"], batch["reason"], batch["detail"]):
+                    outcomes.append((STATUS_OK if status == STATUS_OK else str(reason), str(detail)))
+                    if len(outcomes) >= rows:
+                        return outcomes
+    finally:
+        log.setLevel(level)
     return outcomes
 
 
@@ -129,7 +135,7 @@ def _working_candidates(files: list[Path], sample: list, rows: int, limit: int =
     found = []
     for variants in instruction_candidates(sample)[:limit]:
         for shape in variants:
-            ok = sum(reason == STATUS_OK for reason, _ in _first_outcomes(files, shape, rows))
+            ok = sum(reason == STATUS_OK for reason, _ in _first_outcomes(files, shape, rows, quiet=True))
             if ok:
                 found.append((shape, ok))
                 break
@@ -138,7 +144,7 @@ def _working_candidates(files: list[Path], sample: list, rows: int, limit: int =
 
 def _reads(files: list[Path], shape: Shape, rows: int) -> bool:
     """Whether `shape` gets at least one of the first `rows` rows through."""
-    return any(reason == STATUS_OK for reason, _ in _first_outcomes(files, shape, rows))
+    return any(reason == STATUS_OK for reason, _ in _first_outcomes(files, shape, rows, quiet=True))
 
 
 def columns_found(rows: list) -> str:

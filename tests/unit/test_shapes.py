@@ -213,16 +213,18 @@ def test_fail_fast_with_no_text_anywhere_names_the_option(tmp_path):
     assert "data.fields.instruction=<column>" in message and "checked against the first rows" not in message
 
 
-def test_when_auto_cannot_decide_each_candidate_override_is_exact_and_checked_against_the_rows(tmp_path):
+def test_when_auto_cannot_decide_each_candidate_override_is_exact_and_checked_against_the_rows(tmp_path, caplog):
     rows = [{"body": f"Explain tides, part {i}.", "title": f"Tides {i}", "Output": "The moon.", "score": 3,
              "meta": {"note": "n"}, "blank": " ", "rare": "Only here." if i == 0 else None} for i in range(5)]
     path = write_jsonl(tmp_path / "undecided.jsonl", rows)
     data = DataConfig(path=str(path), format="auto")
     shape = resolve_shape(data, [path])
-    with pytest.raises(InputError) as err:
+    with pytest.raises(InputError) as err, caplog.at_level(logging.INFO, logger="engine.read"):
         check_schema([path], shape, data, 100)
     message = str(err.value)
     assert "data.format=auto cannot tell which column holds the instruction" in message
+    assert "undecided.jsonl:1: field 'instruction' is missing" in caplog.text  # the run's shape: its rejects logged
+    assert "field 'blank' is empty" not in caplog.text  # a shape only tried for the message: not logged
     fixes = message.split("each checked against the first rows: ")[1].rstrip(".").split("; ")
     assert fixes == [
         "data.format=alpaca data.fields.instruction=body data.fields.output=Output (reads 5 of 5)",
