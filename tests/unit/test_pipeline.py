@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from engine.backends.base import BackendUnavailable
 from engine.config import Config, ConfigError, compose
 from engine.read.seeds import read_files
 from engine.recipes import RECIPES, get_recipe, specs
@@ -402,3 +403,12 @@ def test_min_distance_selects_distinct_rows_with_the_shipped_embedder(echo_cfg, 
         assert group_of[kept_ids[nearest]] == group_of[row["instruction"]]
         assert float(row["detail"].split()[2]) <= 0.3
     assert {r["reason"] for r in rejects} == {"too_similar", "not_selected"}
+
+
+def test_a_missing_selection_embedder_stops_the_run_before_any_stage(echo_cfg, tmp_path):
+    echo_cfg.select.min_distance = 0.1
+    echo_cfg.analysis.embedder.path = str(tmp_path / "no-model-here")
+    executor = InProcess()
+    with pytest.raises(BackendUnavailable, match="analysis.embedder.path"):
+        pipeline.run(echo_cfg, executor)
+    assert executor.calls == []
