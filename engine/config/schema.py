@@ -166,7 +166,7 @@ class StagesConfig:
     verify: StageResourcesConfig = field(default_factory=StageResourcesConfig)  # AutoIF VerifyGen + CrossValidate
     optimize: StageResourcesConfig = field(default_factory=StageResourcesConfig)  # Auto Evol-Instruct optimizer
     judge: StageResourcesConfig = field(default_factory=StageResourcesConfig)  # analysis: Judge, PairwiseJudge
-    embed: StageResourcesConfig = field(default_factory=StageResourcesConfig)  # analysis: Embed (diversity)
+    embed: StageResourcesConfig = field(default_factory=StageResourcesConfig)  # Embed: analysis, select.min_distance
     reward: StageResourcesConfig = field(default_factory=StageResourcesConfig)  # analysis: Reward
 
 
@@ -214,6 +214,10 @@ class SelectConfig:
     top_k: Optional[int] = None  # or keep this many
     threshold: Optional[float] = None  # or keep rows scoring at least this (at most, for the lowest-kept kinds)
     ifd_below_one: bool = False  # Superfiltering: drop rows with IFD >= 1 before the cut
+    # DEITA's score-first diversity: walking down the ranking, keep a row only at cosine distance > this from every
+    # row kept before it (embedded by analysis.embedder with stages.embed's resources); the skipped rows are
+    # rejected `too_similar`. None: off. In [0, 2); the count asked by fraction / top_k is filled by distinct rows.
+    min_distance: Optional[float] = None
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from engine.config import Config
+from engine.recipes import specs
 from engine.recipes.resources import resources_for
 from engine.recipes.spec import StageSpec
 from engine.recipes.steps import SelectTop, WholeRoundStep
@@ -84,9 +85,11 @@ class Recipe(ABC):
 
     def after_round(self, round_num: int, final: bool) -> list[WholeRoundStep]:
         """Whole-round steps after the round's stages. Default: after the final round, the selection cut when
-        select.* asks for one (a recipe whose rows carry no scores refuses select.* when it is built)."""
+        select.* asks for one (a recipe whose rows carry no scores refuses select.* when it is built), embedding
+        the rows first when select.min_distance is set."""
         if final and selection_active(self.cfg.select):
-            return [SelectTop(self.cfg.select, resources_for(self.cfg, None))]
+            embed = specs.embed(self.cfg) if self.cfg.select.min_distance is not None else None
+            return [SelectTop(self.cfg.select, resources_for(self.cfg, None), embed)]
         return []
 
     def summary_section(self, per_round: list[dict]) -> Optional[dict]:

@@ -9,6 +9,7 @@ from typing import Optional
 from engine.config import Config
 from engine.recipes.resources import resources_for
 from engine.recipes.spec import StageSpec
+from engine.stages.analysis.diversity import Embed, EmbedArgs
 from engine.stages.analysis.keywords import KeywordsArgs, TrajectoryKeywords
 from engine.stages.autoif.augment import AugmentArgs, AugmentGen, seed_constraints
 from engine.stages.autoif.verify import CrossValidate, CrossValidateArgs, VerifyArgs, VerifyGen
@@ -77,6 +78,11 @@ def given_outputs(cfg: Config) -> StageSpec:
     """recipe=curate's first stage: the given answers kept aside (and required when curate.respond=never); cheap,
     it runs in the actors of the stage after it."""
     return StageSpec(GivenOutputs, GivenArgs(respond=cfg.curate.respond), resources_for(cfg, "respond"))
+
+
+def embed(cfg: Config) -> StageSpec:
+    """Sentence embeddings of ok rows by analysis.embedder (select.min_distance's prepare step)."""
+    return StageSpec(Embed, EmbedArgs(embedder=cfg.analysis.embedder), resources_for(cfg, "embed"))
 
 
 def augment(cfg: Config, round_num: int = 1) -> StageSpec:

@@ -1,4 +1,5 @@
-"""Whole-round steps a recipe declares after a round: the selection cut over every scored row."""
+"""Whole-round steps a recipe declares after a round: the selection cut over every scored row (with
+select.min_distance, over their embeddings too)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pyarrow.compute as pc
 from engine.config import SelectConfig
 from engine.recipes.spec import Resources, StageSpec
 from engine.rows.records import STATUS_OK
-from engine.stages.scoring.select import RANKINGS, Cut, Select, plan_cut
+from engine.stages.scoring.select import EMBEDDING_COLUMN, RANKINGS, Cut, Select, plan_cut
 from engine.state.storage import Storage
 
 log = logging.getLogger("engine.recipes")
@@ -49,6 +50,31 @@ def grouped_in_process(table: pa.Table, explode: Callable[[dict], dict], key: st
     return pa.concat_tables(parts) if parts else pa.table({})
 
 
+def embedding_matrix(column: pa.ChunkedArray) -> np.ndarray:
+    """[rows, dim] float32 of an embedding column as a Parquet file holds it: Ray Data's tensor column (an
+    extension type over a list of floats, or that list when Ray's types are not registered) or a (fixed-size)
+    list column, as the in-process executors write it."""
+    parts = []
+    for chunk in column.chunks:
+        if isinstance(chunk, pa.ExtensionArray):
+            chunk = chunk.storage
+        kind = chunk.type
+        if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)):
+            raise ValueError(f"column {EMBEDDING_COLUMN!r} holds {kind}, not one vector per row")
+        if chunk.null_count:
+            raise ValueError(f"column {EMBEDDING_COLUMN!r}: {chunk.null_count} rows have no vector")
+        lengths = np.unique(pc.list_value_length(chunk).to_numpy(zero_copy_only=False))
+        if len(lengths) > 1:
+            raise ValueError(f"column {EMBEDDING_COLUMN!r}: vectors of different sizes {lengths.tolist()}")
+        dim = int(lengths[0]) if len(lengths) else 0
+        values = chunk.flatten().to_numpy(zero_copy_only=False)
+        parts.append(np.asarray(values, dtype=np.float32).reshape(len(chunk), dim))
+    parts = [part for part in parts if len(part)]
+    if len({part.shape[1] for part in parts}) > 1:
+        raise ValueError(f"column {EMBEDDING_COLUMN!r}: vectors of different sizes across files")
+    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+
 class WholeRoundStep(ABC):
     """A step that needs every row of a round at once (the selection cut, deduplication): planned on the driver
     from the round's committed shards, then applied row by row as one stage."""
@@ -76,21 +102,37 @@ class WholeRoundStep(ABC):
 
 class SelectTop(WholeRoundStep):
     """Keep the top of the round by a score (select.*): the exact global cut over every ok row (phase 1, three
-    columns read on the driver), then the Select stage rejects the rest with `not_selected` (phase 2)."""
+    columns read on the driver), then the Select stage rejects the rest with `not_selected` (phase 2). With
+    select.min_distance, `embed` (the Embed stage) first adds each ok row's embedding, and the plan walks the
+    ranking keeping only rows far enough from the ones kept before (`too_similar` for the others)."""
 
     name = "select"
 
-    def __init__(self, settings: SelectConfig, resources: Resources):
+    def __init__(self, settings: SelectConfig, resources: Resources, embed: Optional[StageSpec] = None):
+        if settings.min_distance is not None and embed is None:
+            raise ValueError("select.min_distance needs the embedding stage (specs.embed) to prepare the plan")
         self.settings, self.resources = settings, resources
+        self.embed = embed if settings.min_distance is not None else None
+
+    def prepare(self) -> Optional[StageSpec]:
+        return self.embed
 
     def plan(self, files: list[Path], storage: Storage, executor: Grouping) -> Cut:
         column = RANKINGS[self.settings.by][0]
-        table = pa.concat_tables(storage.read_table(f, columns=["status", "id", "ifd", column]) for f in files)
-        table = table.filter(pc.equal(table["status"], STATUS_OK))
+        columns = ["status", "id", "ifd", column] + ([EMBEDDING_COLUMN] if self.embed is not None else [])
+        table = pa.concat_tables(storage.read_table(f, columns=columns) for f in files)
+        ok = np.asarray(table["status"].to_numpy(zero_copy_only=False) == STATUS_OK, dtype=bool)
+        embeddings = None
+        if self.embed is not None:  # only ok rows' vectors are kept: [ok rows, dim] float32 on the driver
+            embeddings = embedding_matrix(table[EMBEDDING_COLUMN])[ok]
+            table = table.drop_columns([EMBEDDING_COLUMN])
+        table = table.filter(pa.array(ok))
         scores = table[column].to_numpy(zero_copy_only=False).astype(np.float64)
         cut = plan_cut(scores, table["id"].to_numpy(zero_copy_only=False),
-                       table["ifd"].to_numpy(zero_copy_only=False), self.settings)
-        log.info("selection by %s: keep %d of %d, cut value %s", cut.by, cut.kept, cut.candidates, cut.value)
+                       table["ifd"].to_numpy(zero_copy_only=False), self.settings, embeddings)
+        log.info("selection by %s: keep %d of %d, cut value %s%s", cut.by, cut.kept, cut.candidates, cut.value,
+                 "" if cut.min_distance is None else
+                 f", {len(cut.too_similar)} too similar (cosine distance <= {cut.min_distance})")
         return cut
 
     def spec(self, plan: Cut) -> StageSpec:

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
+from engine.backends.embedder import model_dir
 from engine.config import Config, ConfigError, config_hash
 from engine.read.inputs import check_schema, hf_cache_files, resolve_shape
 from engine.read.readers import SUPPORTED_TEXT, list_input_files
@@ -68,6 +69,8 @@ def run(cfg: Config, executor: Executor, config_text: str | None = None) -> dict
     storage.makedirs(layout.root)
     recipe = get_recipe(cfg)
     check_select(cfg.select, cfg.scoring.enabled)
+    if cfg.select.min_distance is not None:
+        model_dir(cfg.analysis.embedder)  # the selection's embedder is there, before any generation runs
     fuses(cfg.cluster.fuse_stages, [])  # a setting other than auto / true / false stops here
     if cfg.run.segment_rows is not None and cfg.run.segment_rows < 1:
         raise ConfigError(f"run.segment_rows must be at least 1 (or null: one execution per round), not "

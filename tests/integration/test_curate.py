@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from engine.config import compose
 from engine.recipes import specs
 from engine.run.runner import run
 
@@ -56,3 +57,41 @@ def test_a_thousand_rows_are_scored_once_each_like_the_in_process_scorer(local_r
         got, want = np.asarray(batch[name], dtype=float), np.asarray(expected[name], dtype=float)
         assert np.isfinite(got).all()
         assert all(math.isclose(g, w, rel_tol=1e-6) for g, w in zip(got, want)), name
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+DEMO = Path(__file__).resolve().parents[2] / "engine" / "data" / "curate_demo.jsonl"
+
+
+def readme_commands() -> list[list[str]]:
+    """The override lists of the README's curate commands (its section's code block), `make demo-curate` included."""
+    text = README.read_text()
+    block = text[text.index("### Curating an existing data set"):].split("```bash", 1)[1].split("```", 1)[0]
+    commands = []
+    for line in block.splitlines():
+        if line.startswith("make demo-curate"):
+            commands.append(["experiment=curate"])
+        elif line.startswith(".venv/bin/python -m engine "):
+            commands.append(line.split()[3:])
+    return commands
+
+
+def test_the_readme_lists_each_curate_use():
+    commands = [" ".join(c) for c in readme_commands()]
+    assert len(commands) == 5 and commands[0] == "experiment=curate"
+    assert any("curate.respond=never" in c and "select.fraction" in c for c in commands)  # score and select
+    assert any("model.path" in c and "curate.respond" not in c for c in commands)  # answer what is missing
+    assert any("scoring.enabled=false" in c for c in commands)  # deduplicate only
+    assert any("select.min_distance" in c for c in commands)  # diversity-aware selection
+
+
+def test_every_readme_curate_command_runs_on_the_shipped_rows(local_ray, tmp_path):
+    """Each README command as written, on the shipped curate demo rows and the tiny model (paths and models of
+    the reader's machine swapped for those)."""
+    for n, command in enumerate(readme_commands()):
+        overrides = [o for o in command if not o.startswith(("model=", "model.path=", "data.path=", "data="))]
+        overrides += ["model=tiny", "scorer=tiny", "data=file", f"data.path={DEMO}", "recipe.respond.max_new_tokens=8",
+                      f"run.output_dir={tmp_path / str(n)}", "run.progress=off"]
+        summary = run(compose(overrides))
+        assert summary["rows_in"] == 77 and summary["rows_conserved"], command
+        assert summary["rows_out"] > 0, command
