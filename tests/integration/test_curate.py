@@ -91,7 +91,9 @@ def test_every_readme_curate_command_runs_on_the_shipped_rows(local_ray, tmp_pat
     for n, command in enumerate(readme_commands()):
         overrides = [o for o in command if not o.startswith(("model=", "model.path=", "data.path=", "data="))]
         overrides += ["model=tiny", "scorer=tiny", "data=file", f"data.path={DEMO}", "recipe.respond.max_new_tokens=8",
-                      f"run.output_dir={tmp_path / str(n)}", "run.progress=off"]
-        summary = run(compose(overrides))
+                      "run.progress=off"]
+        cfg = compose(overrides)
+        cfg.run.output_dir = str(tmp_path / str(n))
+        summary = run(cfg)
         assert summary["rows_in"] == 77 and summary["rows_conserved"], command
         assert summary["rows_out"] > 0, command
