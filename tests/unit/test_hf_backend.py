@@ -1,5 +1,8 @@
 """The HF backend on the tiny model: chat ids, batched generation, per-token losses against HF's own loss."""
 
+import logging
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -60,9 +63,35 @@ def test_batched_greedy_equals_one_at_a_time(tiny):
 
 
 def test_too_long_prompt_is_an_error_not_a_crash(tiny):
-    out = tiny.generate(["word " * 3000, "Name a colour."], Sampling(max_new_tokens=4))
-    assert out[0].finish_reason == "error" and "max_model_len" in out[0].error
+    out = tiny.generate(["word " * 9000, "Name a colour."], Sampling(max_new_tokens=4))
+    assert out[0].finish_reason == "error" and "max_model_len=8192" in out[0].error
     assert out[1].finish_reason in ("stop", "length")
+
+
+def test_a_row_without_room_for_its_budget_generates_what_fits(tiny_model, tiny, caplog):
+    """vLLM's rule on HF: a row gets the room its prompt leaves (as if it had asked for exactly that), a row with room
+    in the same batch is untouched, and the cap is said once, not per row or per call."""
+    short, long = "Name a colour.", "Write a long story about the sea, the wind and the stars at night, and the ships."
+    room = 3
+    max_model_len = len(tiny.chat_ids(long)) + room
+    assert max_model_len - len(tiny.chat_ids(short)) >= 8  # the short prompt keeps its whole budget
+    narrow = HFBackend(replace(tiny_model, max_model_len=max_model_len), torch_threads=2)
+    caplog.set_level(logging.WARNING, logger="engine.backends")
+    sampling = Sampling(max_new_tokens=8, output_stats=True)
+    out = narrow.generate([short, long], sampling)
+    again = narrow.generate([short, long], sampling)  # a second call: the same rows, and no second notice
+    assert [g.text for g in again] == [g.text for g in out]
+    assert (out[1].generated_tokens, out[1].finish_reason) == (room, "length")
+    assert out[1].prompt_tokens + out[1].generated_tokens == max_model_len
+    assert out[1].stats.positions == room  # the output-space histograms stop at the row's own budget
+    assert out[1].text == tiny.generate([long], Sampling(max_new_tokens=room))[0].text
+    assert out[0].text == tiny.generate([short], Sampling(max_new_tokens=8))[0].text
+    notices = [r.getMessage() for r in caplog.records]
+    assert len(notices) == 1 and f"max_new_tokens=8 exceed max_model_len={max_model_len}" in notices[0]
+
+
+def test_a_context_beyond_the_models_positions_uses_the_models(tiny_model):
+    assert HFBackend(replace(tiny_model, max_model_len=100_000), torch_threads=2).max_model_len == 8192
 
 
 def test_token_losses_match_hf_loss(tiny):
