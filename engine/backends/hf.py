@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
-from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList,
-                          StoppingCriteria, StoppingCriteriaList)
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from engine.backends.base import (
     ENTROPY_EDGES,
@@ -98,28 +99,13 @@ class RowSampler(LogitsProcessor):
         return out
 
 
-class RowBudgets(StoppingCriteria):
-    """Ends each row at its own new-token budget (the room its prompt leaves in the context), so the rows of one
-    batch may differ in it."""
-
-    def __init__(self, width: int, budgets: list[int], device: torch.device):
-        self.width = width
-        self.budgets = torch.tensor(budgets, device=device)
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        return (input_ids.shape[1] - self.width) >= self.budgets
-
-
 class OutputSpaceRecorder(LogitsProcessor):
     """Observes the raw logits at every generation step (placed before the sampler, returns them unchanged) and
     adds each still-running row's top-1 probability and entropy to fixed-bin histograms: streamed, so no
     [steps x batch x vocab] tensor is kept."""
 
-    def __init__(self, rows: int, eos_id: int | None, device: torch.device, budgets: list[int] | None = None):
+    def __init__(self, rows: int, eos_id: int | None, device: torch.device):
         self.eos_id = eos_id
-        # A row past its own new-token budget (RowBudgets) only pads: it is no longer running.
-        self.budgets = torch.tensor(budgets, device=device) if budgets is not None else None
-        self.step = 0
         self.top1_edges = torch.tensor(TOP1_EDGES[1:-1], dtype=torch.float32, device=device)
         self.entropy_edges = torch.tensor(ENTROPY_EDGES[1:-1], dtype=torch.float32, device=device)
         self.top1 = torch.zeros((rows, len(TOP1_EDGES) - 1), dtype=torch.int64, device=device)
@@ -135,9 +121,6 @@ class OutputSpaceRecorder(LogitsProcessor):
             self.first_step = False
         elif self.eos_id is not None:  # a row that emitted EOS is finished: HF keeps padding it
             self.running &= input_ids[:, -1] != self.eos_id
-        if self.budgets is not None:
-            self.running &= self.step < self.budgets
-        self.step += 1
         logp = torch.log_softmax(scores.float(), dim=-1)
         probs = logp.exp()
         top1 = probs.max(dim=-1).values
@@ -184,24 +167,28 @@ class HFBackend:
 
     def generate(self, prompts: list[str], sampling: Sampling, seeds: list[int] | None = None) -> list[Generation]:
         """Complete each prompt; similar lengths are batched together and left-padded. `seeds[i]` drives prompt
-        i's sampling alone (default: its position), so outputs do not depend on how rows were batched."""
+        i's sampling alone (default: its position), so outputs do not depend on how rows were batched.
+
+        A row whose prompt leaves less room than `max_new_tokens` generates up to that room (new_token_budgets);
+        only rows of one budget share a batch, so no left-padded row runs past the context."""
         seeds = list(range(len(prompts))) if seeds is None else list(seeds)
         encoded = [self.chat_ids(p) for p in prompts]
         results, budgets = new_token_budgets(encoded, self.max_model_len, sampling.max_new_tokens)
         self.room.check(encoded, budgets, sampling.max_new_tokens)
         fits = sorted((i for i, budget in enumerate(budgets) if budget), key=lambda i: len(encoded[i]))
         step = max(1, self.config.max_batch_size)
-        for start in range(0, len(fits), step):
-            chunk = fits[start:start + step]
-            batch = self._generate_batch([encoded[i] for i in chunk], sampling, [seeds[i] for i in chunk],
-                                         [budgets[i] for i in chunk])
-            for i, generation in zip(chunk, batch):
-                results[i] = generation
+        for budget, rows in itertools.groupby(fits, key=lambda i: budgets[i]):
+            rows = list(rows)
+            for start in range(0, len(rows), step):
+                chunk = rows[start:start + step]
+                batch = self._generate_batch([encoded[i] for i in chunk], replace(sampling, max_new_tokens=budget),
+                                             [seeds[i] for i in chunk])
+                for i, generation in zip(chunk, batch):
+                    results[i] = generation
         return results  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def _generate_batch(self, batch_ids: list[list[int]], sampling: Sampling, seeds: list[int],
-                        budgets: list[int]) -> list[Generation]:
+    def _generate_batch(self, batch_ids: list[list[int]], sampling: Sampling, seeds: list[int]) -> list[Generation]:
         width = max(len(ids) for ids in batch_ids)
         input_ids = torch.full((len(batch_ids), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(batch_ids), width), dtype=torch.long)
@@ -209,26 +196,22 @@ class HFBackend:
             input_ids[row, width - len(ids):] = torch.tensor(ids)
             attention[row, width - len(ids):] = 1
         settings = GenerationConfig(
-            max_new_tokens=max(budgets), do_sample=False, eos_token_id=self.eos_id, pad_token_id=self.pad_id
+            max_new_tokens=sampling.max_new_tokens, do_sample=False, eos_token_id=self.eos_id, pad_token_id=self.pad_id
         )
-        stopping = StoppingCriteriaList()
-        if min(budgets) < max(budgets):
-            stopping.append(RowBudgets(width, budgets, self.device))
         processors = LogitsProcessorList()
         recorder = None
         if sampling.output_stats:  # first: it sees the raw logits, before the sampler replaces them
-            recorder = OutputSpaceRecorder(len(batch_ids), self.eos_id, self.device, budgets)
+            recorder = OutputSpaceRecorder(len(batch_ids), self.eos_id, self.device)
             processors.append(recorder)
         if not sampling.greedy:
             processors.append(RowSampler(seeds, sampling.temperature, sampling.top_p, self.device))
         out = self.model.generate(
             input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device), generation_config=settings,
-            logits_processor=processors, stopping_criteria=stopping,
+            logits_processor=processors,
         )
         new_tokens = out[:, width:].cpu().tolist()
         generations = []
         for row, (ids, tokens) in enumerate(zip(batch_ids, new_tokens)):
-            tokens = tokens[:budgets[row]]
             stopped = self.eos_id in tokens
             if stopped:
                 tokens = tokens[: tokens.index(self.eos_id)]

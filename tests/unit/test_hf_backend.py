@@ -70,21 +70,25 @@ def test_too_long_prompt_is_an_error_not_a_crash(tiny):
 
 def test_a_row_without_room_for_its_budget_generates_what_fits(tiny_model, tiny, caplog):
     """vLLM's rule on HF: a row gets the room its prompt leaves (as if it had asked for exactly that), a row with room
-    in the same batch is untouched, and the cap is said once, not per row or per call."""
-    short, long = "Name a colour.", "Write a long story about the sea, the wind and the stars at night, and the ships."
-    room = 3
-    max_model_len = len(tiny.chat_ids(long)) + room
-    assert max_model_len - len(tiny.chat_ids(short)) >= 8  # the short prompt keeps its whole budget
+    in the same call is untouched, and the cap is said once, not per row or per call."""
+    short = "Name a colour."
+    longer = "Write a long story about the sea, the wind and the stars at night, and the ships."
+    long = "Write a long story about the sea, the wind and the stars at night, and ships."
+    max_model_len = len(tiny.chat_ids(longer)) + 3
+    rooms = [max_model_len - len(tiny.chat_ids(p)) for p in (short, long, longer)]
+    assert rooms[0] >= 8 and 3 == rooms[2] < rooms[1] < 8  # two capped rows of different lengths, one with room
     narrow = HFBackend(replace(tiny_model, max_model_len=max_model_len), torch_threads=2)
     caplog.set_level(logging.WARNING, logger="engine.backends")
     sampling = Sampling(max_new_tokens=8, output_stats=True)
-    out = narrow.generate([short, long], sampling)
-    again = narrow.generate([short, long], sampling)  # a second call: the same rows, and no second notice
+    out = narrow.generate([short, long, longer], sampling)
+    again = narrow.generate([short, long, longer], sampling)  # a second call: the same rows, and no second notice
     assert [g.text for g in again] == [g.text for g in out]
-    assert (out[1].generated_tokens, out[1].finish_reason) == (room, "length")
-    assert out[1].prompt_tokens + out[1].generated_tokens == max_model_len
-    assert out[1].stats.positions == room  # the output-space histograms stop at the row's own budget
-    assert out[1].text == tiny.generate([long], Sampling(max_new_tokens=room))[0].text
+    for generation, room in zip(out[1:], rooms[1:]):
+        assert (generation.generated_tokens, generation.finish_reason) == (room, "length")
+        assert generation.prompt_tokens + generation.generated_tokens == max_model_len
+        assert generation.stats.positions == room  # the output-space histograms stop with the row
+    assert [g.text for g in out[1:]] == [tiny.generate([p], Sampling(max_new_tokens=r))[0].text
+                                         for p, r in zip((long, longer), rooms[1:])]
     assert out[0].text == tiny.generate([short], Sampling(max_new_tokens=8))[0].text
     notices = [r.getMessage() for r in caplog.records]
     assert len(notices) == 1 and f"max_new_tokens=8 exceed max_model_len={max_model_len}" in notices[0]
