@@ -20,7 +20,7 @@ class ModelConfig:
     backend: str = "hf"  # hf | vllm | echo (a plumbing aid for benchmarks and fault tests, never a model)
     dtype: str = "float32"  # float32 | bfloat16 | float16 | auto (bf16 on CUDA, the measured faster on CPU)
     device: str = "auto"  # auto | cpu | cuda
-    max_model_len: int = 2048
+    max_model_len: int = 8192  # prompt + new tokens; the embedded models (smollm2-135m, tiny) have 8192 positions
     max_batch_size: int = 32  # rows per generate() call inside a stage batch
     tensor_parallel: int = 1
     seed: int = 0  # the tiny model's weight seed
