@@ -17,7 +17,8 @@ import numpy as np
 from engine.config import Config
 from engine.recipes.resources import resources_for
 from engine.recipes.spec import StageSpec
-from engine.recipes.steps import SelectTop, WholeRoundStep
+from engine.recipes.steps import Deduplicate, SelectTop, WholeRoundStep
+from engine.stages.curation.dedup import dedup_active
 from engine.stages.scoring.select import selection_active
 from engine.state.layout import RunLayout
 
@@ -56,6 +57,8 @@ class Recipe(ABC):
     # True: each round's kept rows are the next round's input (Evol-Instruct), so rows are conserved over the
     # whole run; False: each phase builds its own input (AutoIF), so rows are conserved phase by phase.
     chained: bool = True
+    # Whether dedup.* runs when dedup.enabled is unset (null): off for the paper's recipes, whose rows are new.
+    dedup_default: bool = False
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -83,11 +86,15 @@ class Recipe(ABC):
         """The round's stages, in order; `decisions` are the set-up step's."""
 
     def after_round(self, round_num: int, final: bool) -> list[WholeRoundStep]:
-        """Whole-round steps after the round's stages. Default: after the final round, the selection cut when
-        select.* asks for one (a recipe whose rows carry no scores refuses select.* when it is built)."""
+        """Whole-round steps after the round's stages. Default: after the final round, deduplication when dedup.*
+        (or the recipe's default) asks for it, then the selection cut when select.* asks for one (a recipe whose
+        rows carry no scores refuses select.* when it is built)."""
+        steps: list[WholeRoundStep] = []
+        if final and dedup_active(self.cfg.dedup, self.dedup_default):
+            steps.append(Deduplicate(self.cfg.dedup, resources_for(self.cfg, None)))
         if final and selection_active(self.cfg.select):
-            return [SelectTop(self.cfg.select, resources_for(self.cfg, None))]
-        return []
+            steps.append(SelectTop(self.cfg.select, resources_for(self.cfg, None)))
+        return steps
 
     def summary_section(self, per_round: list[dict]) -> Optional[dict]:
         """The recipe's own section of summary.json (under its name), or None."""

@@ -1,0 +1,1 @@
+"""Stages that curate a round's rows as a whole: deduplication."""
