@@ -3,16 +3,18 @@ duplicates, deduplicated by the Deduplicate step (engine/recipes/steps.py) on a 
 Ray Data (RayExecutor.grouped), then the DropDuplicates stage over every row (RayExecutor.apply).
 
 Rows are written as a round's ledger would hold them (Parquet shards of --shard-rows rows). Each original row is a
-run of --words words drawn from a Zipf law over a 20k-word vocabulary; a planted exact copy changes case,
+run of 100 to 160 words drawn from a Zipf law over a 20k-word vocabulary; a planted exact copy changes case,
 punctuation and spacing only; a planted near copy changes 1 to 3 words (kept apart by at least 3 words) of an
 instruction of at least 100 words, so its word 3-shingle Jaccard with its original stays above the default 0.8
-threshold (each pair's true Jaccard is recorded). Copies sit at random positions, so either side may come first.
+threshold (each pair's true Jaccard is recorded). A planted decoy changes words of an original one at a time until the
+pair's Jaccard falls just under the threshold: LSH proposes most decoys, the check on the real shingle sets must
+turn them down. Copies and decoys sit at random positions, so either side may come first.
 
 Per size, one process (the driver) starts Ray, plans and applies; this script samples its RSS and the Ray
 processes' below it every 0.2 s (as benchmarks/scale.py does) and scores the drops against the planted pairs:
 recall = planted pairs whose later row is dropped naming the earlier one / planted pairs; precision = drops that
-are such a planted pair / drops (goal >= 0.99 / >= 0.99 at the default threshold). Prints one JSON line per size
-and saves everything with the machine's facts to benchmarks/results/dedup.json."""
+are such a planted pair / drops, so a dropped decoy lowers it (goal >= 0.99 / >= 0.99 at the default threshold).
+Prints one JSON line per size and saves everything with the machine's facts to benchmarks/results/dedup.json."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +68,16 @@ def near_copy(words: list[str], rng: np.random.Generator, vocab: np.ndarray) -> 
     return copy
 
 
+def decoy(words: list[str], rng: np.random.Generator, vocab: np.ndarray, threshold: float) -> list[str]:
+    """Words replaced one at a time until the word 3-shingle Jaccard with the original is under `threshold`."""
+    original = dedup.shingles(" ".join(words), "word", 3)
+    copy = list(words)
+    while True:
+        copy[int(rng.integers(0, len(copy)))] = str(vocab[rng.integers(0, len(vocab))]) + "y"
+        if dedup.jaccard(original, dedup.shingles(" ".join(copy), "word", 3)) < threshold:
+            return copy
+
+
 def exact_copy(text: str, rng: np.random.Generator) -> str:
     """The same text after normalisation: other case, punctuation and spacing."""
     words = text.split()
@@ -73,31 +86,39 @@ def exact_copy(text: str, rng: np.random.Generator) -> str:
 
 
 def write_rows(rows: int, exact_share: float, near_share: float, folder: Path, shard_rows: int,
-               seed: int = 0) -> dict:
+               decoy_share: float = 0.0, seed: int = 0) -> tuple[dict, dict]:
     """Write the synthetic round as ledger-like Parquet shards; returns the planted pairs {copy: original} (seed
-    positions) with their kind and true Jaccard."""
+    positions) with their kind and true Jaccard, and the decoys {decoy position: its Jaccard with its original}."""
     rng = np.random.default_rng(seed)
     vocab = vocabulary()
     zipf = 1.0 / np.arange(1, VOCABULARY + 1) ** 1.1
     zipf /= zipf.sum()
-    n_exact, n_near = int(rows * exact_share), int(rows * near_share)
-    n_original = rows - n_exact - n_near
+    n_exact, n_near, n_decoy = int(rows * exact_share), int(rows * near_share), int(rows * decoy_share)
+    n_original = rows - n_exact - n_near - n_decoy
     lengths = rng.integers(100, 161, n_original)
     texts = [" ".join(vocab[rng.choice(VOCABULARY, size=int(k), p=zipf)]) for k in lengths]
-    sources = rng.choice(n_original, size=n_exact + n_near, replace=False)  # each original copied at most once
-    kinds = ["exact"] * n_exact + ["near"] * n_near
+    threshold = DedupConfig().threshold
+    sources = rng.choice(n_original, size=n_exact + n_near + n_decoy, replace=False)  # each original used once
+    kinds = ["exact"] * n_exact + ["near"] * n_near + ["decoy"] * n_decoy
     for source, kind in zip(sources, kinds):
         text = texts[source]
-        texts.append(exact_copy(text, rng) if kind == "exact" else " ".join(near_copy(text.split(), rng, vocab)))
+        if kind == "exact":
+            texts.append(exact_copy(text, rng))
+        else:
+            change = near_copy if kind == "near" else partial(decoy, threshold=threshold)
+            texts.append(" ".join(change(text.split(), rng, vocab)))
     order = rng.permutation(rows)  # order[k]: the text at seed position k
     position = np.empty(rows, dtype=np.int64)
     position[order] = np.arange(rows)
-    planted = {}
+    planted, decoys = {}, {}
     for j, (source, kind) in enumerate(zip(sources, kinds)):
         a, b = int(position[source]), int(position[n_original + j])
         similarity = dedup.jaccard(*(dedup.shingles(dedup.normalised(texts[t], ""), "word", 3)
                                      for t in (source, n_original + j)))
-        planted[max(a, b)] = {"kept": min(a, b), "kind": kind, "jaccard": similarity}
+        if kind == "decoy":
+            decoys[max(a, b)] = similarity
+        else:
+            planted[max(a, b)] = {"kept": min(a, b), "kind": kind, "jaccard": similarity}
     folder.mkdir(parents=True, exist_ok=True)
     for shard, lo in enumerate(range(0, rows, shard_rows)):
         hi = min(rows, lo + shard_rows)
@@ -107,7 +128,7 @@ def write_rows(rows: int, exact_share: float, near_share: float, folder: Path, s
             "id": [f"s{k:08d}" for k in range(lo, hi)], "seed_index": np.arange(lo, hi, dtype=np.int64),
             "instruction": [texts[order[k]] for k in range(lo, hi)], "input": [""] * n,
         }), folder / f"shard-{shard:05d}.parquet")
-    return planted
+    return planted, decoys
 
 
 # The driver: start a local Ray, plan and apply the step over the shards, write what it did.
@@ -144,7 +165,7 @@ finally:
 def run_size(rows: int, args, tmp: Path) -> dict:
     shards, out = tmp / f"shards-{rows}", tmp / f"out-{rows}"
     began = time.perf_counter()
-    planted = write_rows(rows, args.exact_share, args.near_share, shards, args.shard_rows)
+    planted, decoys = write_rows(rows, args.exact_share, args.near_share, shards, args.shard_rows, args.decoy_share)
     generated_s = time.perf_counter() - began
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
@@ -171,6 +192,10 @@ def run_size(rows: int, args, tmp: Path) -> dict:
         "rows": rows, "planted_exact": len(by_kind["exact"]), "planted_near": len(by_kind["near"]),
         "near_jaccard_min": round(min(near_j), 4) if near_j else None,
         "near_jaccard_mean": round(float(np.mean(near_j)), 4) if near_j else None,
+        "planted_decoys": len(decoys),
+        "decoy_jaccard_min": round(min(decoys.values()), 4) if decoys else None,
+        "decoy_jaccard_max": round(max(decoys.values()), 4) if decoys else None,
+        "decoys_dropped": sum(1 for d in decoys if d in drops),
         "dropped": len(drops), "recall": round(len(hits) / len(planted), 5) if planted else None,
         "recall_exact": round(sum(c in hit for c in by_kind["exact"]) / max(1, len(by_kind["exact"])), 5),
         "recall_near": round(sum(c in hit for c in by_kind["near"]) / max(1, len(by_kind["near"])), 5),
@@ -191,6 +216,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--exact-share", type=float, default=0.05, help="share of rows that are exact copies")
     parser.add_argument("--near-share", type=float, default=0.05, help="share of rows that are near copies")
+    parser.add_argument("--decoy-share", type=float, default=0.05,
+                        help="share of rows that are decoys (Jaccard under the threshold: must be kept)")
     parser.add_argument("--shard-rows", type=int, default=10_000)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "dedup.json"))
     args = parser.parse_args()
@@ -199,7 +226,8 @@ def main() -> None:
     defaults = DedupConfig()
     settings = {"threshold": defaults.threshold, "num_perm": defaults.num_perm, "shingle": defaults.shingle,
                 "shingle_size": defaults.shingle_size, "recall_weight": defaults.recall_weight,
-                "exact_share": args.exact_share, "near_share": args.near_share, "shard_rows": args.shard_rows}
+                "exact_share": args.exact_share, "near_share": args.near_share,
+                "decoy_share": args.decoy_share, "shard_rows": args.shard_rows}
     results = []
     with tempfile.TemporaryDirectory(prefix="ee-dedup-") as tmp:
         for rows in args.sizes:
