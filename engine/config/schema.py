@@ -221,6 +221,22 @@ class SelectConfig:
 
 
 @dataclass
+class DedupConfig:
+    """Drop duplicate rows of the final round before the selection cut: exact (the same normalised instruction +
+    input) and near (MinHash LSH proposes pairs, their shingle sets' Jaccard decides); the first occurrence (lowest
+    seed position, then id) is kept, the others go to rejects as `duplicate` naming it."""
+
+    enabled: Optional[bool] = None  # None: the recipe's default (off for evol_instruct, autoif, auto_evol)
+    exact: bool = True  # same text after lower-casing, removing punctuation and collapsing spaces
+    near: bool = True  # near duplicates by MinHash LSH
+    threshold: float = 0.8  # Jaccard of the shingle sets at or above which two rows are near duplicates
+    num_perm: int = 128  # MinHash permutations (the LSH bands x rows come from datasketch for the threshold)
+    shingle: str = "word"  # word: runs of words | char: runs of characters (short texts)
+    shingle_size: int = 3  # words (or characters) per shingle
+    recall_weight: float = 0.98  # datasketch's weight on missed pairs when it picks bands x rows (false: 1 - it)
+
+
+@dataclass
 class SandboxConfig:
     """Limits for running LLM-written verifiers (engine/sandbox/README.md says what they contain)."""
 
@@ -306,6 +322,7 @@ class Config:
     scorer: ModelConfig = field(default_factory=lambda: ModelConfig(dtype="auto", max_batch_size=16))
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
     autoif: AutoIFConfig = field(default_factory=AutoIFConfig)
     auto_evol: AutoEvolConfig = field(default_factory=AutoEvolConfig)
     curate: CurateConfig = field(default_factory=CurateConfig)

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 from engine.config import ConfigError
 from engine.recipes import specs
-from engine.recipes.base import Recipe
+from engine.recipes.base import Recipe, dedup_step, select_step
 from engine.recipes.spec import StageSpec
 from engine.recipes.steps import WholeRoundStep
+from engine.stages.curation.dedup import dedup_active
 from engine.stages.curation.given import RESPOND_MODES
+from engine.stages.scoring.select import selection_active
 
 
 class Curate(Recipe):
     name = "curate"
     chained = True  # phase 2 reads phase 1's kept rows: rows are conserved over the whole run
+    dedup_default = True  # an existing data set is deduplicated unless dedup.enabled=false
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -27,7 +30,11 @@ class Curate(Recipe):
             raise ConfigError(f"curate.respond={cfg.curate.respond!r} is not one of {', '.join(RESPOND_MODES)}")
 
     def phases(self) -> list[str]:
-        return ["score"]
+        """dedup (read, deduplicate) when dedup.* is on, then score (respond, score, select) unless there is
+        nothing left to do after deduplication (curate.respond=never with scoring off: deduplicate only)."""
+        dedup = dedup_active(self.cfg.dedup, self.dedup_default)
+        work = self.cfg.curate.respond != "never" or self.cfg.scoring.enabled
+        return (["dedup"] if dedup else []) + (["score"] if work or not dedup else [])
 
     def num_rounds(self) -> int:
         return len(self.phases())
@@ -43,8 +50,13 @@ class Curate(Recipe):
         return steps + ([score] if score is not None else [])
 
     def after_round(self, round_num: int, final: bool) -> list[WholeRoundStep]:
-        """Phase 1 (dedup on): the deduplication over every row; the final phase: the selection cut."""
-        return super().after_round(round_num, final)
+        """The dedup phase: the deduplication over every row; the final phase: the selection cut."""
+        steps: list[WholeRoundStep] = []
+        if self.phases()[round_num - 1] == "dedup":
+            steps.append(dedup_step(self.cfg))
+        if final and selection_active(self.cfg.select):
+            steps.append(select_step(self.cfg))
+        return steps
 
     def summary_section(self, per_round: list[dict]) -> dict:
         return {"respond": self.cfg.curate.respond, "phases": self.phases()}

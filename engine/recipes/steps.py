@@ -1,10 +1,12 @@
-"""Whole-round steps a recipe declares after a round: the selection cut over every scored row (with
+"""Whole-round steps a recipe declares after a round: deduplication and the selection cut over every row (with
 select.min_distance, over their embeddings too)."""
 
 from __future__ import annotations
 
 import logging
+import math
 from abc import ABC, abstractmethod
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
@@ -12,9 +14,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.config import SelectConfig
+from engine.config import DedupConfig, SelectConfig
 from engine.recipes.spec import Resources, StageSpec
 from engine.rows.records import STATUS_OK
+from engine.stages.curation import dedup
+from engine.stages.curation.dedup import DedupPlan, DropDuplicates
 from engine.stages.scoring.select import EMBEDDING_COLUMN, RANKINGS, Cut, Select, plan_cut
 from engine.state.storage import Storage
 
@@ -96,7 +100,8 @@ class WholeRoundStep(ABC):
         """The stage that applies the decision to each row."""
 
     def record(self, plan: Any) -> Optional[dict]:
-        """What the round's counts keep about the decision (summary.json["selection"])."""
+        """What the round's counts keep about the decision, under the step's name (summary.json["selection"] for
+        the cut, summary.json["dedup"] for deduplication)."""
         return None
 
 
@@ -139,4 +144,42 @@ class SelectTop(WholeRoundStep):
         return StageSpec(Select, plan, self.resources)
 
     def record(self, plan: Cut) -> dict:
+        return plan.as_dict()
+
+
+class Deduplicate(WholeRoundStep):
+    """Drop exact and near duplicates among the round's ok rows (dedup.*), the first occurrence kept: two group-bys
+    on the executor find and check the duplicate pairs (engine/stages/curation/dedup.py), so the driver holds data
+    per duplicate pair, never per row; the DropDuplicates stage then rejects the rest as `duplicate`."""
+
+    name = "dedup"
+    columns = ["status", "id", "seed_index", "instruction", "input"]
+
+    def __init__(self, settings: DedupConfig, resources: Resources):
+        self.settings, self.resources = settings, resources
+
+    def plan(self, files: list[Path], storage: Storage, executor: Grouping) -> DedupPlan:
+        cfg = self.settings
+        bands, rows_per_band = dedup.lsh_shape(cfg.threshold, cfg.num_perm, cfg.recall_weight) if cfg.near else (0, 0)
+        rows = sum(storage.parquet_file(f).metadata.num_rows for f in files)
+        parts = max(1, math.ceil(rows * (int(cfg.exact) + bands) / dedup.GROUP_ROWS))
+        found = executor.grouped(files, self.columns, partial(dedup.candidate_keys, cfg=cfg, parts=parts), "part",
+                                 dedup.candidate_pairs)
+        first, other = dedup.unique_pairs(found)
+        del found
+        checked = pa.table({})
+        if len(first):
+            index = dedup.PairIndex.of(first, other)
+            parts = max(1, math.ceil(2 * len(first) / dedup.GROUP_ROWS))
+            checked = executor.grouped(files, self.columns, partial(dedup.pair_rows, index=index, parts=parts), "part",
+                                       partial(dedup.checked_pairs, cfg=cfg))
+        plan = DedupPlan(dedup.plan_drops(checked), cfg.threshold, bands, rows_per_band, len(first), checked.num_rows)
+        log.info("dedup: %d candidate pairs, %d duplicates, dropping %s", plan.candidate_pairs, plan.duplicate_pairs,
+                 {k: v for k, v in plan.as_dict().items() if k in ("exact", "near")})
+        return plan
+
+    def spec(self, plan: DedupPlan) -> StageSpec:
+        return StageSpec(DropDuplicates, plan, self.resources)
+
+    def record(self, plan: DedupPlan) -> dict:
         return plan.as_dict()
