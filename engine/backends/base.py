@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+
+log = logging.getLogger("engine.backends")
 
 
 @dataclass(frozen=True)
@@ -92,19 +95,60 @@ class Generation:
     stats: OutputStats | None = None  # when sampling.output_stats and the backend supports it
 
 
-def reject_too_long(encoded: list[list[int]], max_model_len: int,
-                    max_new_tokens: int) -> tuple[list[Generation | None], list[int]]:
-    """Every backend's rule for prompts that leave no room for `max_new_tokens`: such a row gets an error
-    Generation (it is rejected, not truncated). Returns the results so far and the positions that fit."""
+def new_token_budgets(encoded: list[list[int]], max_model_len: int,
+                      max_new_tokens: int) -> tuple[list[Generation | None], list[int]]:
+    """Every backend's rule for the room a prompt leaves, vLLM's own: each row may generate `max_new_tokens`, capped
+    to what its context leaves (`max_model_len - prompt`, ending as `length`); a prompt that leaves no room at all
+    gets an error Generation (rejected, never truncated). Returns the error results (None where the row will run)
+    and every row's budget (0 for the errors)."""
     results: list[Generation | None] = [None] * len(encoded)
-    fits = []
+    budgets = []
     for i, ids in enumerate(encoded):
-        if len(ids) > max_model_len - max_new_tokens:
-            results[i] = Generation("", len(ids), 0, "error", error=f"prompt of {len(ids)} tokens + {max_new_tokens} "
-                                    f"new exceeds max_model_len={max_model_len}")
-        else:
-            fits.append(i)
-    return results, fits
+        room = max_model_len - len(ids)
+        if room < 1:
+            results[i] = Generation("", len(ids), 0, "error", error=f"prompt of {len(ids)} tokens leaves no room "
+                                    f"for a new token in max_model_len={max_model_len}")
+        budgets.append(max(0, min(max_new_tokens, room)))
+    return results, budgets
+
+
+def model_context(name: str, max_model_len: int, positions: int | None) -> int:
+    """The context a backend works with: `max_model_len`, or the model's own position limit where the config asks
+    for more (said once, at load: the config should match the model)."""
+    if positions is None or max_model_len <= positions:
+        return max_model_len
+    log.warning("%s: max_model_len=%d exceeds the %d positions the model was built with; using %d (set "
+                "max_model_len to at most %d in its config)", name, max_model_len, positions, positions, positions)
+    return positions
+
+
+def _span(low: int, high: int) -> str:
+    return str(low) if low == high else f"{low}-{high}"
+
+
+class RoomNotices:
+    """Says once per engine, not once per row, that a stage's prompts do not leave room for its `max_new_tokens`:
+    once per budget that had to be capped, and once when a prompt fills the whole context."""
+
+    def __init__(self, name: str, max_model_len: int):
+        self.name, self.max_model_len = name, max_model_len
+        self.said: set[tuple[str, int]] = set()
+
+    def check(self, encoded: list[list[int]], budgets: list[int], max_new_tokens: int) -> None:
+        capped = [len(ids) for ids, budget in zip(encoded, budgets) if 0 < budget < max_new_tokens]
+        if capped and ("capped", max_new_tokens) not in self.said:
+            self.said.add(("capped", max_new_tokens))
+            log.warning(
+                "%s: prompt + max_new_tokens=%d exceed max_model_len=%d (prompts of %s tokens): such rows generate "
+                "only up to the room left, %s new tokens, and end as `length`; raise max_model_len or lower the "
+                "stage's max_new_tokens (said once per engine)", self.name, max_new_tokens, self.max_model_len,
+                _span(min(capped), max(capped)),
+                _span(self.max_model_len - max(capped), self.max_model_len - min(capped)))
+        full = [len(ids) for ids, budget in zip(encoded, budgets) if budget == 0]
+        if full and ("full", 0) not in self.said:
+            self.said.add(("full", 0))
+            log.warning("%s: a prompt of %d tokens leaves no room in max_model_len=%d: such rows are rejected as "
+                        "generation_error (said once per engine)", self.name, min(full), self.max_model_len)
 
 
 class Backend(Protocol):

@@ -43,22 +43,27 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def model_dir(cfg: EmbedderConfig) -> tuple[Path, str]:
+    """(directory, name) of the sentence-transformers model `cfg` names; raises BackendUnavailable, with what to
+    do, when it is not there. Cheap: a run calls it before any generation when its selection will embed."""
+    if cfg.path is None:
+        return bundled_model_dir(), BUNDLED_NAME
+    path = Path(cfg.path).expanduser()
+    if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+        raise BackendUnavailable(
+            f"analysis.embedder.path={cfg.path!r} is not a local sentence-transformers model directory "
+            "(no modules.json or config.json there); models are never downloaded."
+        )
+    return path, path.resolve().name
+
+
 class Embedder:
     """Encodes texts into unit-normalised float32 vectors with one sentence-transformers model."""
 
     def __init__(self, cfg: EmbedderConfig, torch_threads: int | None = None):
         if cfg.batch_size < 1:
             raise ValueError(f"analysis.embedder.batch_size must be >= 1, not {cfg.batch_size}")
-        if cfg.path is None:
-            path, self.name = bundled_model_dir(), BUNDLED_NAME
-        else:
-            path = Path(cfg.path).expanduser()
-            if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
-                raise BackendUnavailable(
-                    f"analysis.embedder.path={cfg.path!r} is not a local sentence-transformers model directory "
-                    "(no modules.json or config.json there); models are never downloaded."
-                )
-            self.name = path.resolve().name
+        path, self.name = model_dir(cfg)
         import torch
         from sentence_transformers import SentenceTransformer
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -16,9 +18,11 @@ from engine.backends.base import (
     TOP1_EDGES,
     Generation,
     OutputStats,
+    RoomNotices,
     Sampling,
     Structured,
-    reject_too_long,
+    model_context,
+    new_token_budgets,
 )
 from engine.backends.chat import chat_prompt_ids
 from engine.backends.embedded import resolve_model_path
@@ -183,6 +187,9 @@ class HFBackend:
         self.eos_id = self.tokenizer.eos_token_id
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
         self.bos_id = self.tokenizer.bos_token_id
+        self.max_model_len = model_context(model.name, model.max_model_len,
+                                           getattr(self.model.config, "max_position_embeddings", None))
+        self.room = RoomNotices(model.name, self.max_model_len)
         self._grammars: GrammarCache | None = None  # built on the first structured call
 
     def grammars(self) -> GrammarCache:
@@ -200,18 +207,24 @@ class HFBackend:
                  structured: Structured | None = None) -> list[Generation]:
         """Complete each prompt; similar lengths are batched together and left-padded. `seeds[i]` drives prompt
         i's sampling alone (default: its position), so outputs do not depend on how rows were batched.
-        `structured` masks every step to the tokens its grammar allows (xgrammar), before sampling."""
+        `structured` masks every step to the tokens its grammar allows (xgrammar), before sampling.
+
+        A row whose prompt leaves less room than `max_new_tokens` generates up to that room (new_token_budgets);
+        only rows of one budget share a batch, so no left-padded row runs past the context."""
         seeds = list(range(len(prompts))) if seeds is None else list(seeds)
         encoded = [self.chat_ids(p) for p in prompts]
-        results, fits = reject_too_long(encoded, self.config.max_model_len, sampling.max_new_tokens)
-        fits.sort(key=lambda i: len(encoded[i]))
+        results, budgets = new_token_budgets(encoded, self.max_model_len, sampling.max_new_tokens)
+        self.room.check(encoded, budgets, sampling.max_new_tokens)
+        fits = sorted((i for i, budget in enumerate(budgets) if budget), key=lambda i: len(encoded[i]))
         step = max(1, self.config.max_batch_size)
-        for start in range(0, len(fits), step):
-            chunk = fits[start:start + step]
-            batch_seeds = [seeds[i] for i in chunk]
-            batch = self._generate_batch([encoded[i] for i in chunk], sampling, batch_seeds, structured)
-            for i, generation in zip(chunk, batch):
-                results[i] = generation
+        for budget, rows in itertools.groupby(fits, key=lambda i: budgets[i]):
+            rows = list(rows)
+            for start in range(0, len(rows), step):
+                chunk = rows[start:start + step]
+                batch = self._generate_batch([encoded[i] for i in chunk], replace(sampling, max_new_tokens=budget),
+                                             [seeds[i] for i in chunk], structured)
+                for i, generation in zip(chunk, batch):
+                    results[i] = generation
         return results  # type: ignore[return-value]
 
     @torch.inference_mode()

@@ -26,7 +26,7 @@ ARCHITECTURE = dict(
     num_hidden_layers=2,
     num_attention_heads=4,
     num_key_value_heads=2,
-    max_position_embeddings=2048,
+    max_position_embeddings=8192,  # SmolLM2-135M's context: conf/model/tiny*.yaml and the schema default say the same
     tie_word_embeddings=True,
     # Wider than the default 0.02: with tiny weights a random model's greedy decoding repeats one token
     # (often "\n", which strips to an empty answer); 0.2 gives varied text, so tests see real rows flow.

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 
 import numpy as np
 from transformers import AutoTokenizer
 
-from engine.backends.base import Generation, Sampling, Structured, reject_too_long
+from engine.backends.base import Generation, RoomNotices, Sampling, Structured, new_token_budgets
 from engine.backends.chat import chat_prompt_ids
 from engine.backends.embedded import resolve_model_path
 from engine.backends.feeder import EngineFeeder, logged_root_cause, own_log_tail, root_cause
@@ -89,6 +90,7 @@ class VLLMBackend:
         self._structured_params = vllm.sampling_params.StructuredOutputsParams
         self._final_only = vllm.sampling_params.RequestOutputKind.FINAL_ONLY
         self._checked_logit_memory = False
+        self.room = RoomNotices(model.name, model.max_model_len)  # vLLM itself refuses a longer max_model_len
         self.max_in_flight = max_in_flight or default_max_in_flight(model, self.platform)
         self.feeder = EngineFeeder(self.llm.llm_engine, self.max_in_flight, name=self.name, explain=engine_cause)
 
@@ -135,12 +137,14 @@ class VLLMBackend:
         `structured` becomes every request's structured-outputs constraint (vLLM's xgrammar backend)."""
         seeds = list(range(len(prompts))) if seeds is None else list(seeds)
         encoded = [self.chat_ids(p) for p in prompts]
-        # The HF backend's rule, so a row fails the same way on either backend.
-        results, fits = reject_too_long(encoded, self.config.max_model_len, sampling.max_new_tokens)
+        # vLLM's own rule, applied here as on the HF backend: a row's budget is capped to the room its prompt leaves.
+        results, budgets = new_token_budgets(encoded, self.config.max_model_len, sampling.max_new_tokens)
+        self.room.check(encoded, budgets, sampling.max_new_tokens)
+        fits = [i for i, budget in enumerate(budgets) if budget]
         if fits:
             requests = [{"prompt_token_ids": encoded[i]} for i in fits]
-            params = [self._params(**sampling_kwargs(sampling, seeds[i], self.config.stop),
-                                   **self._constraint(structured)) for i in fits]
+            params = [self._params(**sampling_kwargs(replace(sampling, max_new_tokens=budgets[i]), seeds[i],
+                                                     self.config.stop), **self._constraint(structured)) for i in fits]
             outputs = self._run(requests, params)
             for i, output in zip(fits, outputs):
                 completion = output.outputs[0]

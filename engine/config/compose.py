@@ -16,9 +16,15 @@ from engine.config.schema import Config
 
 def register() -> None:
     """Register the schema so `conf/config.yaml` can extend it (`defaults: [config_schema, ...]`), and the
-    resolver its `hydra.run.dir` uses."""
+    resolvers its YAML uses (`hydra.run.dir`; `${pkg_data:<file>}` for a data set shipped in engine/data/)."""
     ConfigStore.instance().store(name="config_schema", node=Config)
     OmegaConf.register_new_resolver("hydra_dir", hydra_dir, replace=True)
+    OmegaConf.register_new_resolver("pkg_data", pkg_data, replace=True)
+
+
+def pkg_data(name: str) -> str:
+    """The path of a data file shipped inside the package (engine/data/<name>), wherever it is installed."""
+    return str(Path(__file__).resolve().parents[1] / "data" / name)
 
 
 def hydra_dir(output_dir: str) -> str:

@@ -20,7 +20,7 @@ class ModelConfig:
     backend: str = "hf"  # hf | vllm | echo (a plumbing aid for benchmarks and fault tests, never a model)
     dtype: str = "float32"  # float32 | bfloat16 | float16 | auto (bf16 on CUDA, the measured faster on CPU)
     device: str = "auto"  # auto | cpu | cuda
-    max_model_len: int = 2048
+    max_model_len: int = 8192  # prompt + new tokens; the embedded models (smollm2-135m, tiny) have 8192 positions
     max_batch_size: int = 32  # rows per generate() call inside a stage batch
     tensor_parallel: int = 1
     seed: int = 0  # the tiny model's weight seed
@@ -166,7 +166,7 @@ class StagesConfig:
     verify: StageResourcesConfig = field(default_factory=StageResourcesConfig)  # AutoIF VerifyGen + CrossValidate
     optimize: StageResourcesConfig = field(default_factory=StageResourcesConfig)  # Auto Evol-Instruct optimizer
     judge: StageResourcesConfig = field(default_factory=StageResourcesConfig)  # analysis: Judge, PairwiseJudge
-    embed: StageResourcesConfig = field(default_factory=StageResourcesConfig)  # analysis: Embed (diversity)
+    embed: StageResourcesConfig = field(default_factory=StageResourcesConfig)  # Embed: analysis, select.min_distance
     reward: StageResourcesConfig = field(default_factory=StageResourcesConfig)  # analysis: Reward
 
 
@@ -214,6 +214,26 @@ class SelectConfig:
     top_k: Optional[int] = None  # or keep this many
     threshold: Optional[float] = None  # or keep rows scoring at least this (at most, for the lowest-kept kinds)
     ifd_below_one: bool = False  # Superfiltering: drop rows with IFD >= 1 before the cut
+    # DEITA's score-first diversity: walking down the ranking, keep a row only at cosine distance > this from every
+    # row kept before it (embedded by analysis.embedder with stages.embed's resources); the skipped rows are
+    # rejected `too_similar`. None: off. In [0, 2); the count asked by fraction / top_k is filled by distinct rows.
+    min_distance: Optional[float] = None
+
+
+@dataclass
+class DedupConfig:
+    """Drop duplicate rows of the final round before the selection cut: exact (the same normalised instruction +
+    input) and near (MinHash LSH proposes pairs, their shingle sets' Jaccard decides); the first occurrence (lowest
+    seed position, then id) is kept, the others go to rejects as `duplicate` naming it."""
+
+    enabled: Optional[bool] = None  # None: the recipe's default (off for evol_instruct, autoif, auto_evol)
+    exact: bool = True  # same text after lower-casing, removing punctuation and collapsing spaces
+    near: bool = True  # near duplicates by MinHash LSH
+    threshold: float = 0.8  # Jaccard of the shingle sets at or above which two rows are near duplicates
+    num_perm: int = 128  # MinHash permutations (the LSH bands x rows come from datasketch for the threshold)
+    shingle: str = "word"  # word: runs of words | char: runs of characters (short texts)
+    shingle_size: int = 3  # words (or characters) per shingle
+    recall_weight: float = 0.98  # datasketch's weight on missed pairs when it picks bands x rows (false: 1 - it)
 
 
 @dataclass
@@ -278,6 +298,17 @@ class AutoEvolConfig:
 
 
 @dataclass
+class CurateConfig:
+    """recipe=curate: an existing instruction set read, deduplicated, answered where asked, scored and selected,
+    with no evolution."""
+
+    # missing: the `model` answers rows without an output | always: every row (the given answer kept in
+    # `given_output`, to compare responders) | never: rows are scored as they are; a row without an output is
+    # rejected (no_output)
+    respond: str = "missing"
+
+
+@dataclass
 class CompareConfig:
     """Evolve the same seeds with several evolvers in one run (paper: SLM vs LLM), each into RUN_DIR/<name>/,
     then join their final rounds by seed id into RUN_DIR/side_by_side/. Empty: an ordinary run of `model`."""
@@ -299,8 +330,10 @@ class Config:
     scorer: ModelConfig = field(default_factory=lambda: ModelConfig(dtype="auto", max_batch_size=16))
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
     autoif: AutoIFConfig = field(default_factory=AutoIFConfig)
     auto_evol: AutoEvolConfig = field(default_factory=AutoEvolConfig)
+    curate: CurateConfig = field(default_factory=CurateConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     rounds: int = 1

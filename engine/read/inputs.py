@@ -12,7 +12,15 @@ from pathlib import Path
 
 from engine.config import ConfigError, DataConfig
 from engine.read.readers import InputError, ReadPolicy, first_rows, iter_records
-from engine.read.shapes import COMMON_NAMES, Shape, guess_shape, make_shape, overrides_for
+from engine.read.shapes import (
+    COMMON_NAMES,
+    Shape,
+    explain_shape,
+    guess_shape,
+    instruction_candidates,
+    make_shape,
+    overrides_for,
+)
 from engine.rows.records import STATUS_OK
 
 log = logging.getLogger("engine.read")
@@ -58,12 +66,12 @@ def resolve_shape(data: DataConfig, files: list[Path]) -> Shape:
     try:
         if data.format != "auto":
             return make_shape(data.format, overrides)
-        guess = guess_shape(first_rows(files, max(1, data.schema_check_rows)))
+        guess, why = explain_shape(first_rows(files, max(1, data.schema_check_rows)))
         base = guess or make_shape("alpaca", {})
         shape = make_shape(base.format, {**dict(base.fields), **overrides})
     except ValueError as err:
         raise ConfigError(str(err)) from err
-    how = "guessed from the first rows" if guess else "nothing recognised in the first rows: the alpaca names"
+    how = f"guessed from the first rows: {why}" if guess else f"{why} in the first rows: the alpaca names"
     log.info("data.format=auto: reading the rows as %s, %s (%s)", shape.format, _mapping_text(shape), how)
     return shape
 
@@ -89,6 +97,10 @@ def check_schema(files: list[Path], shape: Shape, data: DataConfig, rows: int) -
     if guess is not None and guess != shape and _reads(files, guess, rows):
         lines.append(f"Set data.format or data.fields.*; this reads them: {overrides_for(guess)}"
                      + ("" if data.format == "auto" else " (data.format=auto finds the same)"))
+    elif fixes := _working_candidates(files, sample, rows):
+        lines.append("data.format=auto cannot tell which column holds the instruction; name it with one of these, "
+                     "each checked against the first rows: "
+                     + "; ".join(f"{overrides_for(fix)} (reads {ok} of {len(outcomes)})" for fix, ok in fixes) + ".")
     else:
         known = "/".join(COMMON_NAMES["instruction"])
         lines.append(f"Name the column holding the instruction with data.fields.instruction=<column> (and "
@@ -98,22 +110,41 @@ def check_schema(files: list[Path], shape: Shape, data: DataConfig, rows: int) -
     raise InputError(" ".join(lines))
 
 
-def _first_outcomes(files: list[Path], shape: Shape, rows: int) -> list[tuple[str, str]]:
-    """(reason or "ok", detail) of the first `rows` row slots, read with `shape`."""
+def _first_outcomes(files: list[Path], shape: Shape, rows: int, quiet: bool = False) -> list[tuple[str, str]]:
+    """(reason or "ok", detail) of the first `rows` row slots, read with `shape`; `quiet` keeps the rejects of a
+    shape only tried for the message out of the log."""
     outcomes: list[tuple[str, str]] = []
     policy = ReadPolicy(shape=shape)
-    for path in files:
-        for batch in iter_records(path, len(outcomes), batch_rows=rows, policy=policy):
-            for status, reason, detail in zip(batch["status"], batch["reason"], batch["detail"]):
-                outcomes.append((STATUS_OK if status == STATUS_OK else str(reason), str(detail)))
-                if len(outcomes) >= rows:
-                    return outcomes
+    level = log.level
+    log.setLevel(logging.ERROR if quiet else level)
+    try:
+        for path in files:
+            for batch in iter_records(path, len(outcomes), batch_rows=rows, policy=policy):
+                for status, reason, detail in zip(batch["status"], batch["reason"], batch["detail"]):
+                    outcomes.append((STATUS_OK if status == STATUS_OK else str(reason), str(detail)))
+                    if len(outcomes) >= rows:
+                        return outcomes
+    finally:
+        log.setLevel(level)
     return outcomes
+
+
+def _working_candidates(files: list[Path], sample: list, rows: int, limit: int = 8) -> list[tuple[Shape, int]]:
+    """(shape, rows it reads among the first `rows`) for each path `auto` could take as the instruction whose
+    override gets rows through, most rows first; at most `limit` paths are tried."""
+    found = []
+    for variants in instruction_candidates(sample)[:limit]:
+        for shape in variants:
+            ok = sum(reason == STATUS_OK for reason, _ in _first_outcomes(files, shape, rows, quiet=True))
+            if ok:
+                found.append((shape, ok))
+                break
+    return sorted(found, key=lambda pair: -pair[1])
 
 
 def _reads(files: list[Path], shape: Shape, rows: int) -> bool:
     """Whether `shape` gets at least one of the first `rows` rows through."""
-    return any(reason == STATUS_OK for reason, _ in _first_outcomes(files, shape, rows))
+    return any(reason == STATUS_OK for reason, _ in _first_outcomes(files, shape, rows, quiet=True))
 
 
 def columns_found(rows: list) -> str:

@@ -8,7 +8,7 @@ from engine.recipes.spec import StageSpec
 
 __all__ = ["RECIPES", "Recipe", "StageSpec", "get_recipe"]
 
-RECIPES = ("evol_instruct", "autoif", "auto_evol")
+RECIPES = ("evol_instruct", "autoif", "auto_evol", "curate")
 
 
 def get_recipe(cfg: Config) -> Recipe:
@@ -26,4 +26,8 @@ def get_recipe(cfg: Config) -> Recipe:
         from engine.recipes.auto_evol import AutoEvol
 
         return AutoEvol(cfg)
+    if name == "curate":
+        from engine.recipes.curate import Curate
+
+        return Curate(cfg)
     raise ConfigError(f"recipe.name={name!r} is not a recipe; available: {', '.join(RECIPES)}")

@@ -35,7 +35,8 @@ class AutoIF(Recipe):
         super().__init__(cfg)
         if selection_active(cfg.select):
             raise ConfigError("select.*: AutoIF rows carry no IFD scores to select by; unset select.fraction, "
-                              "select.top_k, select.threshold and select.ifd_below_one for recipe=autoif")
+                              "select.top_k, select.threshold, select.ifd_below_one and select.min_distance for "
+                              "recipe=autoif")
         if cfg.autoif.structured:
             try:
                 verification_budget(cfg.autoif.generate.max_new_tokens)

@@ -15,9 +15,11 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from engine.config import Config
+from engine.recipes import specs
 from engine.recipes.resources import resources_for
 from engine.recipes.spec import StageSpec
-from engine.recipes.steps import SelectTop, WholeRoundStep
+from engine.recipes.steps import Deduplicate, SelectTop, WholeRoundStep
+from engine.stages.curation.dedup import dedup_active
 from engine.stages.scoring.select import selection_active
 from engine.state.layout import RunLayout
 
@@ -49,6 +51,17 @@ class SetupTools:
     layout: RunLayout
 
 
+def select_step(cfg: Config) -> SelectTop:
+    """The selection cut (select.*), embedding the rows first when select.min_distance is set."""
+    embed = specs.embed(cfg) if cfg.select.min_distance is not None else None
+    return SelectTop(cfg.select, resources_for(cfg, None), embed)
+
+
+def dedup_step(cfg: Config) -> Deduplicate:
+    """Deduplication over every row of a round (dedup.*)."""
+    return Deduplicate(cfg.dedup, resources_for(cfg, None))
+
+
 class Recipe(ABC):
     """One scenario of the paper, declared. Subclasses set `name` and implement `stages`."""
 
@@ -56,6 +69,8 @@ class Recipe(ABC):
     # True: each round's kept rows are the next round's input (Evol-Instruct), so rows are conserved over the
     # whole run; False: each phase builds its own input (AutoIF), so rows are conserved phase by phase.
     chained: bool = True
+    # Whether dedup.* runs when dedup.enabled is unset (null): off for the paper's recipes, whose rows are new.
+    dedup_default: bool = False
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -83,11 +98,16 @@ class Recipe(ABC):
         """The round's stages, in order; `decisions` are the set-up step's."""
 
     def after_round(self, round_num: int, final: bool) -> list[WholeRoundStep]:
-        """Whole-round steps after the round's stages. Default: after the final round, the selection cut when
-        select.* asks for one (a recipe whose rows carry no scores refuses select.* when it is built)."""
+        """Whole-round steps after the round's stages. Default: after the final round, deduplication when dedup.*
+        (or the recipe's default) asks for it, then the selection cut when select.* asks for one (a recipe whose
+        rows carry no scores refuses select.* when it is built), embedding the rows first when select.min_distance
+        is set."""
+        steps: list[WholeRoundStep] = []
+        if final and dedup_active(self.cfg.dedup, self.dedup_default):
+            steps.append(dedup_step(self.cfg))
         if final and selection_active(self.cfg.select):
-            return [SelectTop(self.cfg.select, resources_for(self.cfg, None))]
-        return []
+            steps.append(select_step(self.cfg))
+        return steps
 
     def summary_section(self, per_round: list[dict]) -> Optional[dict]:
         """The recipe's own section of summary.json (under its name), or None."""

@@ -9,9 +9,11 @@ from typing import Optional
 from engine.config import Config
 from engine.recipes.resources import resources_for
 from engine.recipes.spec import StageSpec
+from engine.stages.analysis.diversity import Embed, EmbedArgs
 from engine.stages.analysis.keywords import KeywordsArgs, TrajectoryKeywords
 from engine.stages.autoif.augment import AugmentArgs, AugmentGen, seed_constraints
 from engine.stages.autoif.verify import CrossValidate, CrossValidateArgs, VerifyArgs, VerifyGen
+from engine.stages.curation.given import GivenArgs, GivenOutputs
 from engine.stages.generation.auto_evolve import AutoEvolve, AutoEvolveArgs
 from engine.stages.generation.eliminate import Eliminate
 from engine.stages.generation.evolve import Evolve, EvolveArgs
@@ -57,11 +59,11 @@ def eliminate(cfg: Config, key: str = "evolve") -> StageSpec:
     return StageSpec(Eliminate, None, resources_for(cfg, key))
 
 
-def respond(cfg: Config, round_num: int, prompt: str = "alpaca") -> StageSpec:
+def respond(cfg: Config, round_num: int, prompt: str = "alpaca", only_missing: bool = False) -> StageSpec:
     """Responses by the evolver's model; `prompt` alpaca (the seed's response prompt) or autoif (a query
-    answered under a constraint)."""
+    answered under a constraint); `only_missing`: rows with an output keep it (recipe=curate)."""
     args = RespondArgs(model=cfg.model, round_num=round_num, sampling=cfg.recipe.respond, prompt=prompt,
-                       run_seed=cfg.run.seed)
+                       run_seed=cfg.run.seed, only_missing=only_missing)
     return StageSpec(Respond, args, resources_for(cfg, "respond"))
 
 
@@ -71,6 +73,17 @@ def score(cfg: Config, round_num: int) -> Optional[StageSpec]:
         return None
     return StageSpec(Score, ScoreArgs(model=cfg.scorer, round_num=round_num, scoring=cfg.scoring),
                      resources_for(cfg, "score"))
+
+
+def given_outputs(cfg: Config) -> StageSpec:
+    """recipe=curate's first stage: the given answers kept aside (and required when curate.respond=never); cheap,
+    it runs in the actors of the stage after it."""
+    return StageSpec(GivenOutputs, GivenArgs(respond=cfg.curate.respond), resources_for(cfg, "respond"))
+
+
+def embed(cfg: Config) -> StageSpec:
+    """Sentence embeddings of ok rows by analysis.embedder (select.min_distance's prepare step)."""
+    return StageSpec(Embed, EmbedArgs(embedder=cfg.analysis.embedder), resources_for(cfg, "embed"))
 
 
 def augment(cfg: Config, round_num: int = 1) -> StageSpec:

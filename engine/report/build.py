@@ -36,7 +36,7 @@ SCORE_BINS = {"ifd": (0.0, 1.5, 60), "ic_ifd": (0.0, 1.0, 50)}
 MND_BINS = (0.0, 1.0, 100)
 READ_ROWS = 65536
 SUMMARY_FIELDS = ("recipe", "model", "rounds_completed", "rows_in", "rows_out", "rows_rejected",
-                  "rejected_by_reason", "tokens", "scores", "selection", "wall_time_s", "config_hash")
+                  "rejected_by_reason", "tokens", "scores", "dedup", "selection", "wall_time_s", "config_hash")
 
 
 class ReportError(ValueError):

@@ -38,6 +38,7 @@ class RoundCounts:
     score_sums: Counter = field(default_factory=Counter)
     score_counts: Counter = field(default_factory=Counter)
     selection: dict | None = None
+    steps: dict = field(default_factory=dict)  # whole-round step name -> its record (dedup, select)
     reused_shards: int = 0  # ledger shards a resumed run found committed and did not recompute
     reused_rows: int = 0
     sums: Counter = field(default_factory=Counter)  # SUMMED_COLUMNS, plus counts a recipe adds between phases
@@ -63,6 +64,7 @@ class RoundCounts:
             "counts": dict(sorted(self.sums.items())),
             "scores": self.score_means(),
             "selection": self.selection,
+            "steps": self.steps,
             "resumed": {"shards_reused": self.reused_shards, "rows_reused": self.reused_rows},
             "output_space": self.output_space,
         }
@@ -96,7 +98,7 @@ class RoundCounts:
             rejected_by_method=nested(state["rejected_by_method"]), rejected_by_model=nested(state["rejected_by_model"]),
             per_method=nested(state["per_method"]), tokens=Counter(state["tokens"]), sums=Counter(state["counts"]),
             score_sums=Counter(state["score_sums"]), score_counts=Counter(state["score_counts"]),
-            selection=state["selection"], reused_shards=state["resumed"]["shards_reused"],
+            selection=state["selection"], steps=state.get("steps", {}), reused_shards=state["resumed"]["shards_reused"],
             reused_rows=state["resumed"]["rows_reused"], output_space=state.get("output_space", {}),
             stages=state.get("stages", {}),
         )

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
+from engine.backends.embedder import model_dir
 from engine.config import Config, ConfigError, config_hash
 from engine.read.inputs import check_schema, hf_cache_files, resolve_shape
 from engine.read.readers import SUPPORTED_TEXT, list_input_files
@@ -30,6 +31,7 @@ from engine.recipes.spec import StageSpec
 from engine.run.chain import RowsLost
 from engine.run.counts import RoundCounts
 from engine.run.summary import build_summary
+from engine.stages.curation.dedup import check_dedup
 from engine.stages.scoring.select import check_select
 from engine.state.layout import RunLayout
 from engine.state.ledger import drop_orphans
@@ -68,6 +70,9 @@ def run(cfg: Config, executor: Executor, config_text: str | None = None) -> dict
     storage.makedirs(layout.root)
     recipe = get_recipe(cfg)
     check_select(cfg.select, cfg.scoring.enabled)
+    if cfg.select.min_distance is not None:
+        model_dir(cfg.analysis.embedder)  # the selection's embedder is there, before any generation runs
+    check_dedup(cfg.dedup)
     fuses(cfg.cluster.fuse_stages, [])  # a setting other than auto / true / false stops here
     if cfg.run.segment_rows is not None and cfg.run.segment_rows < 1:
         raise ConfigError(f"run.segment_rows must be at least 1 (or null: one execution per round), not "
@@ -200,16 +205,16 @@ def run_round(recipe: Recipe, executor: Executor, layout: RunLayout, manifest: M
     if written != expected:
         raise RowsLost(f"round {round_num}: {expected} rows went in but the committed shards hold {written}")
     layout.store.remove(layout.selected(round_num))
-    recorded = None
+    recorded: dict = {}
     for step in recipe.after_round(round_num, final):
         if (prepare := step.prepare()) is not None:
             files = executor.apply(files, prepare, layout.selected(round_num) / f"{step.name}-prepare")
         plan = step.plan(files, layout.store, executor)
         files = executor.apply(files, step.spec(plan), layout.selected(round_num) / step.name)
-        recorded = step.record(plan)
+        recorded[step.name] = step.record(plan)
     layout.store.remove(layout.data(round_num))
     counts = executor.split(files, layout, round_num)
-    counts.selection = recorded
+    counts.selection, counts.steps = recorded.get("select"), recorded
     counts.reused_shards, counts.reused_rows = reused_shards, reused_rows
     counts.sums.update(extra)
     if counts.rows_in != expected:

@@ -245,7 +245,7 @@ class RayExecutor:
         only the reduce outputs (small by construction: e.g. duplicate pairs) come back to the driver."""
         if not files:
             return pa.table({})
-        ds = ray.data.read_parquet([str(f) for f in files], columns=columns, filesystem=self.storage.ray_filesystem)
+        ds = self.read(files).select_columns(columns)
         keyed = ds.map_batches(explode, batch_format="numpy", batch_size=None, udf_modifying_row_count=True,
                                **self._task_args())
         out = keyed.groupby(key).map_groups(reduce, batch_format="numpy", **self._task_args())

@@ -48,6 +48,7 @@ def build_summary(cfg: Config, recipe: Recipe, rounds: list[RoundCounts], files:
         "scores": rounds[-1].score_means() if rounds else {},
         "output_space": output_space.histogram_summary(total.output_space),
         "selection": rounds[-1].selection if rounds else None,
+        "dedup": rounds[-1].steps.get("dedup") if rounds else None,  # what deduplication dropped (None: off)
         "wall_time_s": round(wall, 3),
         "input_files": [str(f) for f in files],
         "skipped_files": [str(f) for f in skipped],

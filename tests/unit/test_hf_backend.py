@@ -1,5 +1,8 @@
 """The HF backend on the tiny model: chat ids, batched generation, per-token losses against HF's own loss."""
 
+import logging
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -60,9 +63,39 @@ def test_batched_greedy_equals_one_at_a_time(tiny):
 
 
 def test_too_long_prompt_is_an_error_not_a_crash(tiny):
-    out = tiny.generate(["word " * 3000, "Name a colour."], Sampling(max_new_tokens=4))
-    assert out[0].finish_reason == "error" and "max_model_len" in out[0].error
+    out = tiny.generate(["word " * 9000, "Name a colour."], Sampling(max_new_tokens=4))
+    assert out[0].finish_reason == "error" and "max_model_len=8192" in out[0].error
     assert out[1].finish_reason in ("stop", "length")
+
+
+def test_a_row_without_room_for_its_budget_generates_what_fits(tiny_model, tiny, caplog):
+    """vLLM's rule on HF: a row gets the room its prompt leaves (as if it had asked for exactly that), a row with room
+    in the same call is untouched, and the cap is said once, not per row or per call."""
+    short = "Name a colour."
+    longer = "Write a long story about the sea, the wind and the stars at night, and the ships."
+    long = "Write a long story about the sea, the wind and the stars at night, and ships."
+    max_model_len = len(tiny.chat_ids(longer)) + 3
+    rooms = [max_model_len - len(tiny.chat_ids(p)) for p in (short, long, longer)]
+    assert rooms[0] >= 8 and 3 == rooms[2] < rooms[1] < 8  # two capped rows of different lengths, one with room
+    narrow = HFBackend(replace(tiny_model, max_model_len=max_model_len), torch_threads=2)
+    caplog.set_level(logging.WARNING, logger="engine.backends")
+    sampling = Sampling(max_new_tokens=8, output_stats=True)
+    out = narrow.generate([short, long, longer], sampling)
+    again = narrow.generate([short, long, longer], sampling)  # a second call: the same rows, and no second notice
+    assert [g.text for g in again] == [g.text for g in out]
+    for generation, room in zip(out[1:], rooms[1:]):
+        assert (generation.generated_tokens, generation.finish_reason) == (room, "length")
+        assert generation.prompt_tokens + generation.generated_tokens == max_model_len
+        assert generation.stats.positions == room  # the output-space histograms stop with the row
+    assert [g.text for g in out[1:]] == [tiny.generate([p], Sampling(max_new_tokens=r))[0].text
+                                         for p, r in zip((long, longer), rooms[1:])]
+    assert out[0].text == tiny.generate([short], Sampling(max_new_tokens=8))[0].text
+    notices = [r.getMessage() for r in caplog.records]
+    assert len(notices) == 1 and f"max_new_tokens=8 exceed max_model_len={max_model_len}" in notices[0]
+
+
+def test_a_context_beyond_the_models_positions_uses_the_models(tiny_model):
+    assert HFBackend(replace(tiny_model, max_model_len=100_000), torch_threads=2).max_model_len == 8192
 
 
 def test_token_losses_match_hf_loss(tiny):

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from engine.backends.base import BackendUnavailable
 from engine.config import Config, ConfigError, compose
 from engine.read.seeds import read_files
 from engine.recipes import RECIPES, get_recipe, specs
@@ -75,7 +76,7 @@ class InProcess:
         table = self.read(files)
         out = StageChain([spec])({k: table[k].to_numpy(zero_copy_only=False) for k in table.column_names})
         folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.table(out), folder / "part-0.parquet")
+        pq.write_table(arrow_table(out), folder / "part-0.parquet")
         return [folder / "part-0.parquet"]
 
     def grouped(self, files, columns, explode, key, reduce):
@@ -86,6 +87,13 @@ class InProcess:
 
     def call(self, spec, method, *args):
         return getattr(spec.build(), method)(*args)
+
+
+def arrow_table(batch: dict) -> pa.Table:
+    """A stage batch as Arrow: a [rows, dim] column (embeddings) becomes one fixed-size list per row, as Ray Data
+    writes a tensor column."""
+    return pa.table({name: pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), values.shape[1])
+                     if getattr(values, "ndim", 1) == 2 else values for name, values in batch.items()})
 
 
 @pytest.fixture()
@@ -339,3 +347,68 @@ def test_stages_share_one_pool_on_cpus_and_keep_their_own_on_gpus():
     assert fuses(True, get_recipe(cpu).stages(1, {})) and not fuses("false", get_recipe(Config()).stages(1, {}))
     with pytest.raises(ConfigError, match="fuse_stages"):
         fuses("sometimes", [])
+
+
+class ScoreAndSelect(Recipe):
+    """The seeds scored as they are and then selected, without evolution (the shape of a curation run)."""
+
+    name = "score_and_select"
+
+    def stages(self, round_num, decisions):
+        return [specs.score(self.cfg, round_num)]
+
+
+GROUPS = {  # paraphrases (all-MiniLM-L6-v2 cosine distance 0.02-0.12 within a group, >= 0.68 across groups)
+    "sea": ["Write a short poem about the sea.", "Write a short poem about the ocean.",
+            "Write a brief poem about the sea.", "Write a short poem about the sea."],  # the last: an exact copy
+    "photosynthesis": ["Explain how photosynthesis works in plants.", "Explain how plants carry out photosynthesis."],
+    "paperclip": ["List three uses of a paperclip.", "List three ways to use a paperclip."],
+    "french": ["Translate 'good morning' into French."], "war": ["Summarise the causes of the First World War."],
+    "pancakes": ["Give me a recipe for pancakes."], "capital": ["What is the capital of Australia?"],
+    "chess": ["Describe the rules of chess."], "derivative": ["Compute the derivative of x squared."],
+    "goldfish": ["Suggest a name for a pet goldfish."],
+}
+
+
+def test_min_distance_selects_distinct_rows_with_the_shipped_embedder(echo_cfg, monkeypatch, tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    texts = [(group, text) for group, members in GROUPS.items() for text in members]
+    seeds.write_text("".join(json.dumps({"instruction": text, "input": "", "output": f"An answer to: {text}"}) + "\n"
+                             for _, text in texts))
+    echo_cfg.data.path, echo_cfg.data.limit, echo_cfg.rounds = str(seeds), None, 1
+    echo_cfg.select.fraction, echo_cfg.select.top_k, echo_cfg.select.min_distance = None, 7, 0.3
+    echo_cfg.analysis.embedder.device = "cpu"
+    monkeypatch.setattr(pipeline, "get_recipe", ScoreAndSelect)
+    executor = InProcess()
+    summary = pipeline.run(echo_cfg, executor)
+    assert executor.calls == ["round 1: Score", "whole round: Embed", "whole round: Select"]
+
+    out = Path(echo_cfg.run.output_dir)
+    kept = pq.read_table(out / "data" / "round_1")
+    rejects = [json.loads(line) for line in open(out / "rejects" / "round_1.jsonl")]
+    assert summary["rows_conserved"] and kept.num_rows + len(rejects) == len(texts) == 15
+    assert "embedding" not in kept.column_names and all("embedding" not in r for r in rejects)
+    exported = [json.loads(line) for line in open(next((out / "alpaca").glob("round_1*")))]
+    assert len(exported) == 7 and all(set(row) <= {"instruction", "input", "output", "system"} for row in exported)
+
+    group_of = dict((text, group) for group, text in texts)
+    kept_groups = [group_of[text] for text in kept["instruction"].to_pylist()]
+    assert len(kept_groups) == 7 == len(set(kept_groups))  # one row per group at most, and the quota filled
+    kept_ids = dict(zip(kept["id"].to_pylist(), kept["instruction"].to_pylist()))
+    similar = [r for r in rejects if r["reason"] == "too_similar"]
+    assert similar and summary["selection"]["too_similar"] == len(similar)
+    assert summary["selection"]["min_distance"] == 0.3 and summary["selection"]["kept"] == 7
+    for row in similar:  # each names a kept row of its own group, closer than min_distance
+        nearest = row["detail"].rsplit("to kept row ", 1)[1]
+        assert group_of[kept_ids[nearest]] == group_of[row["instruction"]]
+        assert float(row["detail"].split()[2]) <= 0.3
+    assert {r["reason"] for r in rejects} == {"too_similar", "not_selected"}
+
+
+def test_a_missing_selection_embedder_stops_the_run_before_any_stage(echo_cfg, tmp_path):
+    echo_cfg.select.min_distance = 0.1
+    echo_cfg.analysis.embedder.path = str(tmp_path / "no-model-here")
+    executor = InProcess()
+    with pytest.raises(BackendUnavailable, match="analysis.embedder.path"):
+        pipeline.run(echo_cfg, executor)
+    assert executor.calls == []

@@ -1,5 +1,5 @@
-"""Seed shapes: presets, field mappings with nested paths, `auto` on the common shapes, CSV/TSV, an HF dataset from
-an offline cache, and the fail-fast schema check's message."""
+"""Seed shapes: presets, field mappings with nested paths, `auto` on the common shapes, content-part lists, chat
+columns holding text, CSV/TSV, an HF dataset from an offline cache, and the fail-fast schema check's message."""
 
 import json
 import logging
@@ -128,6 +128,14 @@ AUTO_SHAPES = [
     ("messages", PRESET_ROWS["messages"][0], PRESET_ROWS["messages"][1]),
     ("renamed_conversation", {"dialog": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Yo"}]},
      ("Hi?", "", "Yo", "")),
+    ("content_parts", {"messages": [{"role": "user", "content": [{"type": "text", "text": "Sum 2 3."}]},
+                                    {"role": "assistant", "content": [{"type": "text", "text": "5"}]}]},
+     ("Sum 2 3.", "", "5", "")),
+    ("string_conversations", {"conversations": "Write a limerick.", "source": "lima"},
+     ("Write a limerick.", "", "", "")),
+    ("string_messages", {"Messages": "Write a limerick.", "id": "m1"}, ("Write a limerick.", "", "", "")),
+    ("listed_conversations", {"conversations": ["Write a limerick.", "There once was…", "Again?"], "source": "x"},
+     ("Write a limerick.", "", "There once was…", "")),
 ]
 
 
@@ -184,14 +192,65 @@ def test_fail_fast_names_the_columns_the_option_and_the_override_that_works(tmp_
     assert {r["status"] for r in read_file(path, fixed)} == {"ok"}
 
 
-def test_fail_fast_without_a_guess_still_names_columns_and_the_option(tmp_path):
+def test_fail_fast_without_a_guess_names_the_override_for_the_column_holding_text(tmp_path):
     path = write_jsonl(tmp_path / "odd.jsonl", [{"body": "x", "tags": [{"k": 1}]}, {"body": "y"}])
     data = DataConfig(path=str(path), format="auto")
     with pytest.raises(InputError) as err:
         check_schema([path], resolve_shape(data, [path]), data, 100)
     message = str(err.value)
     assert "first 2 rows were all rejected" in message and "Columns found: body, tags[{k}]." in message
-    assert "data.fields.instruction=<column>" in message
+    assert message.endswith("each checked against the first rows: data.format=alpaca data.fields.instruction=body "
+                            "(reads 2 of 2).")
+
+
+def test_fail_fast_with_no_text_anywhere_names_the_option(tmp_path):
+    path = write_jsonl(tmp_path / "numbers.jsonl", [{"a": 1, "tags": [{"k": 2}]}, {"a": 3, "blank": "  "}])
+    data = DataConfig(path=str(path), format="auto")
+    with pytest.raises(InputError) as err:
+        check_schema([path], resolve_shape(data, [path]), data, 100)
+    message = str(err.value)
+    assert "Columns found: a, tags[{k}], blank." in message  # 'blank' holds text, but only whitespace: no override
+    assert "data.fields.instruction=<column>" in message and "checked against the first rows" not in message
+
+
+def test_when_auto_cannot_decide_each_candidate_override_is_exact_and_checked_against_the_rows(tmp_path, caplog):
+    rows = [{"body": f"Explain tides, part {i}.", "title": f"Tides {i}", "Output": "The moon.", "score": 3,
+             "meta": {"note": "n"}, "blank": " ", "rare": "Only here." if i == 0 else None} for i in range(5)]
+    path = write_jsonl(tmp_path / "undecided.jsonl", rows)
+    data = DataConfig(path=str(path), format="auto")
+    shape = resolve_shape(data, [path])
+    with pytest.raises(InputError) as err, caplog.at_level(logging.INFO, logger="engine.read"):
+        check_schema([path], shape, data, 100)
+    message = str(err.value)
+    assert "data.format=auto cannot tell which column holds the instruction" in message
+    assert "undecided.jsonl:1: field 'instruction' is missing" in caplog.text  # the run's shape: its rejects logged
+    assert "field 'blank' is empty" not in caplog.text  # a shape only tried for the message: not logged
+    fixes = message.split("each checked against the first rows: ")[1].rstrip(".").split("; ")
+    assert fixes == [
+        "data.format=alpaca data.fields.instruction=body data.fields.output=Output (reads 5 of 5)",
+        "data.format=alpaca data.fields.instruction=title data.fields.output=Output (reads 5 of 5)",
+        "data.format=alpaca data.fields.instruction=meta.note data.fields.output=Output (reads 5 of 5)",
+        "data.format=alpaca data.fields.instruction=rare data.fields.output=Output (reads 1 of 5)",
+    ]  # not score (an int), blank (whitespace), nor Output (auto knows it as the output)
+    for fix in fixes:
+        fixed = make_shape(*_parse_overrides(fix.split(" (reads")[0]))
+        reads = int(fix.split("(reads ")[1].split()[0])
+        assert sum(r["status"] == "ok" for r in read_file(path, fixed)) == reads
+    body = make_shape(*_parse_overrides(fixes[0].split(" (reads")[0]))
+    check_schema([path], body, data, 100)  # the printed override gets past the check
+    assert texts(read_file(path, body)[0]) == ("Explain tides, part 0.", "", "The moon.", "")
+
+
+def test_a_string_conversations_file_read_as_a_conversation_gets_the_exact_override(tmp_path):
+    path = write_jsonl(tmp_path / "lima_test.jsonl", [{"conversations": f"Question {i}?", "source": "lima"}
+                                                      for i in range(4)])
+    data = DataConfig(path=str(path), format="sharegpt")
+    with pytest.raises(InputError) as err:
+        check_schema([path], resolve_shape(data, [path]), data, 100)
+    message = str(err.value)
+    assert "field 'conversations' is a string, expected a list of turns" in message
+    assert message.endswith("this reads them: data.format=alpaca data.fields.instruction=conversations "
+                            "(data.format=auto finds the same)")
 
 
 def test_fail_fast_leaves_row_level_bad_input_alone(tmp_path):
@@ -208,6 +267,89 @@ def test_fail_fast_leaves_row_level_bad_input_alone(tmp_path):
     with pytest.raises(InputError):
         check_schema([late], make_shape("alpaca", {}), data, 5)  # data.schema_check_rows=5 sees only bad rows
     check_schema([late], make_shape("alpaca", {}), data, 0)  # 0 turns the check off
+
+
+def test_content_part_lists_are_read_as_their_text_parts_joined_by_a_newline():
+    rows = read([
+        {"messages": [{"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+                      {"role": "user", "content": [{"type": "text", "text": "Look at this:"},
+                                                   {"type": "text", "value": "2 + 3"}, "What is it?"]},
+                      {"role": "assistant", "content": [{"type": "output_text", "text": "5"}]}]},
+        {"messages": [{"role": "user", "content": [{"text": "No type, still text."}]},
+                      {"role": "assistant", "content": "Plain string."}]},
+        {"messages": [{"role": "user", "content": []}]},
+    ], make_shape("messages", {}))
+    assert texts(rows[0]) == ("Look at this:\n2 + 3\nWhat is it?", "", "5", "Be brief.")
+    assert texts(rows[1]) == ("No type, still text.", "", "Plain string.", "")
+    assert [r["reason"] for r in rows] == ["", "", "empty_instruction"]
+    (sharegpt,) = read([{"conversations": [{"from": "human", "value": [{"type": "text", "value": "Hi."}]},
+                                           {"from": "gpt", "value": [{"type": "text", "text": "Hello."}]}]}],
+                       make_shape("sharegpt", {}))
+    assert texts(sharegpt) == ("Hi.", "", "Hello.", "")
+
+
+def test_a_non_text_part_rejects_its_row_with_the_reason_and_keeps_the_text():
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    rows = read([
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, image]},
+                      {"role": "assistant", "content": "A cat."}]},
+        {"messages": [{"role": "system", "content": [{"type": "input_audio", "input_audio": {"data": "…"}}]},
+                      {"role": "user", "content": "Transcribe it."}]},
+        {"messages": [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."},
+                      {"role": "user", "content": [image]}]},  # a turn the record does not read
+        {"messages": [{"role": "user", "content": [7]}]},
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": None}]}]},
+        {"messages": [{"role": "user", "content": [{"type": "text"}]}]},
+    ], make_shape("messages", {}))
+    assert [r["reason"] for r in rows] == ["non_text_content", "non_text_content", "", "bad_conversation",
+                                           "not_a_string", "bad_conversation"]
+    assert rows[0]["detail"] == ("seeds.jsonl:1: part 2 of 'content' of turn 1 in 'messages' is of type 'image_url'; "
+                                 "only text parts (text, input_text, output_text) are read")
+    assert rows[0]["instruction"] == "What is this?" and rows[0]["output"] == "A cat."  # in the rejects file
+    assert rows[1]["instruction"] == "Transcribe it." and "turn 1 in 'messages' is of type 'input_audio'" \
+        in rows[1]["detail"]
+    assert texts(rows[2]) == ("Hi.", "", "Hello.", "")
+    assert rows[3]["detail"] == ("seeds.jsonl:4: part 1 of 'content' of turn 1 in 'messages' is an int, expected an "
+                                 "object")
+    assert rows[4]["detail"] == ("seeds.jsonl:5: 'text' of part 1 of 'content' of turn 1 in 'messages' is null, "
+                                 "expected a string")
+    assert rows[5]["detail"] == "seeds.jsonl:6: part 1 of 'content' of turn 1 in 'messages' has no 'text' (keys: type)"
+
+
+def test_a_file_of_image_rows_is_rejected_row_by_row_not_stopped(tmp_path):
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    path = write_jsonl(tmp_path / "vision.jsonl", [{"messages": [
+        {"role": "user", "content": [{"type": "text", "text": f"Describe picture {i}."}, image]}]} for i in range(5)])
+    data = DataConfig(path=str(path), format="auto")
+    shape = resolve_shape(data, [path])
+    check_schema([path], shape, data, 100)  # a row problem, not a schema one: the run goes on, rows to rejects
+    assert [r["reason"] for r in read_file(path, shape)] == ["non_text_content"] * 5
+
+
+def test_auto_logs_why_it_takes_a_chat_column_holding_text_as_the_instruction(tmp_path, caplog):
+    path = write_jsonl(tmp_path / "lima_test.jsonl", [{"conversations": f"Question {i}?", "source": "lima"}
+                                                      for i in range(3)])
+    data = DataConfig(path=str(path), format="auto")
+    with caplog.at_level(logging.INFO, logger="engine.read"):
+        shape = resolve_shape(data, [path])
+    assert shape.path("instruction") == "conversations" and shape.format == "alpaca"
+    assert "'conversations' holds a string, not a list of turns: it is the instruction" in caplog.text
+    check_schema([path], shape, data, 100)
+    assert [texts(r)[0] for r in read_file(path, shape)] == ["Question 0?", "Question 1?", "Question 2?"]
+    assert guess_shape([{"conversations": "a"}, {"conversations": ["b"]}]) is None  # mixed: auto does not guess
+
+
+def test_lima_shaped_parquet_with_a_list_of_strings_is_read_by_auto(tmp_path):
+    path = tmp_path / "lima.parquet"
+    pq.write_table(pa.Table.from_pylist([{"conversations": ["Why is the sky blue?", "Rayleigh scattering."],
+                                          "source": "stackexchange"},
+                                         {"conversations": ["Write a haiku."], "source": "lima"}]), path)
+    data = DataConfig(path=str(path), format="auto")
+    shape = resolve_shape(data, [path])
+    assert dict(shape.fields)["instruction"] == "conversations.0" and dict(shape.fields)["output"] == "conversations.1"
+    check_schema([path], shape, data, 100)
+    assert [texts(r)[:3] for r in read_file(path, shape)] == [("Why is the sky blue?", "", "Rayleigh scattering."),
+                                                              ("Write a haiku.", "", "")]
 
 
 def test_csv_and_tsv_rows_are_read_by_pyarrow_and_bad_lines_rejected(tmp_path):

@@ -124,9 +124,21 @@ def test_concurrent_callers_share_the_engine_and_keep_their_rows(engine):
 
 
 def test_too_long_prompts_fail_as_rows_not_as_the_batch(engine):
-    out = engine.generate(["word " * 3000, PROMPTS[0]], Sampling(max_new_tokens=8))
-    assert out[0].finish_reason == "error" and "max_model_len" in out[0].error
+    out = engine.generate(["word " * 9000, PROMPTS[0]], Sampling(max_new_tokens=8))
+    assert out[0].finish_reason == "error" and "max_model_len=8192" in out[0].error
     assert out[1].finish_reason in ("stop", "length") and out[1].text
+
+
+def test_a_row_without_room_for_its_budget_generates_what_fits(engine):
+    """SmolLM2's whole context (8192 positions; one engine step on CPU, where prefill is never chunked): a row whose
+    prompt leaves fewer tokens than its budget gets that room, as if it had asked for it, beside a row with room."""
+    long = "word " * 8150  # 8181 tokens with the chat template
+    room = engine.config.max_model_len - len(engine.chat_ids(long))
+    assert 0 < room < 16
+    out = engine.generate([long, PROMPTS[0]], Sampling(max_new_tokens=16))
+    assert out[0].finish_reason in ("stop", "length") and out[0].prompt_tokens + out[0].generated_tokens <= 8192
+    assert out[0].text == engine.generate([long], Sampling(max_new_tokens=room))[0].text
+    assert out[1].text == engine.generate([PROMPTS[0]], Sampling(max_new_tokens=16))[0].text
 
 
 def test_scores_match_the_hf_scorer_per_row(vllm_score, hf_score, real_rows):

@@ -34,6 +34,7 @@ class RespondArgs:
     sampling: SamplingConfig
     prompt: str = "alpaca"
     run_seed: int = 0
+    only_missing: bool = False  # recipe=curate, curate.respond=missing: rows that already have an output keep it
 
 
 class Respond:
@@ -47,11 +48,14 @@ class Respond:
         self.prompt = {"alpaca": response_prompt, "autoif": lambda ins, query: concat_prompt(ins, query)}[args.prompt]
         self.settings = args.sampling
         self.run_seed = args.run_seed
+        self.only_missing = args.only_missing
         self.responder = args.model.name
         self.model = load_backend(args.model, torch_threads=torch_threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = ok_mask(batch)
+        if self.only_missing:
+            ok &= np.array([not str(text).strip() for text in batch["output"]], dtype=bool)
         n = len(ok)
         rows = np.flatnonzero(ok)
         prompts = [self.prompt(str(batch["instruction"][i]), str(batch["input"][i])) for i in rows]
