@@ -65,3 +65,16 @@ def test_a_budget_beyond_the_context_is_capped_to_the_room_not_rejected(local_ra
     summary = run(cfg)
     assert_augmentation_made_rows(summary)
     assert 0 < augment_stage(summary)["generated_tokens"] <= CALLS * 40
+
+
+@pytest.mark.slow
+def test_structured_verification_parses_every_answer_through_the_pipeline(local_ray, tmp_path):
+    """autoif.structured=true end to end on Ray with the random tiny model: every verification answer parses (the
+    grammar's work; free text from random weights never does), and the funnel says so."""
+    cfg = autoif_config("tiny", tmp_path, "autoif.generate.max_new_tokens=160", "autoif.structured=true")
+    summary = run(cfg)
+    assert_augmentation_made_rows(summary)
+    generations = summary["per_round"][1]["counts"]["cv_generations"]
+    assert summary["autoif"]["structured"] is True
+    assert generations == summary["autoif"]["instructions_in"] > 0
+    assert summary["autoif"]["generations_parsed"] == generations
