@@ -49,6 +49,11 @@ def ok_mask(batch: dict[str, np.ndarray]) -> np.ndarray:
     return np.asarray(batch["status"]) == STATUS_OK
 
 
+def has_output(batch: dict[str, np.ndarray]) -> np.ndarray:
+    """Rows whose `output` holds more than whitespace."""
+    return np.array([bool(str(text).strip()) for text in batch["output"]], dtype=bool)
+
+
 def reject(batch: dict[str, np.ndarray], mask, reasons, details, stage: str) -> None:
     """Mark the rows under `mask` rejected by `stage`, in place.
 

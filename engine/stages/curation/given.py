@@ -8,25 +8,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.rows.records import ok_mask, reject
+from engine.rows.records import has_output, ok_mask, reject
 
 RESPOND_MODES = ("missing", "always", "never")
 
 
 @dataclass(frozen=True)
 class GivenArgs:
-    """What GivenOutputs uses: curate.respond."""
+    """What GivenOutputs uses: curate.respond (one of RESPOND_MODES; recipe=curate refuses others when built)."""
 
     respond: str = "missing"
-
-    def __post_init__(self) -> None:
-        if self.respond not in RESPOND_MODES:
-            raise ValueError(f"curate.respond={self.respond!r} is not one of {', '.join(RESPOND_MODES)}")
-
-
-def has_output(batch: dict[str, np.ndarray]) -> np.ndarray:
-    """Rows whose `output` holds more than whitespace."""
-    return np.array([bool(str(text).strip()) for text in batch["output"]], dtype=bool)
 
 
 class GivenOutputs:

@@ -10,7 +10,7 @@ from engine.backends import Sampling, load_backend
 from engine.config import ModelConfig, SamplingConfig
 from engine.prompts.autoif import concat_prompt
 from engine.prompts.response import clean_response, response_prompt
-from engine.rows.records import default_columns, ok_mask, reject_with_reasons
+from engine.rows.records import default_columns, has_output, ok_mask, reject_with_reasons
 from engine.rows.rng import row_seeds
 from engine.stages.generation.eliminate import response_reason
 
@@ -55,7 +55,7 @@ class Respond:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = ok_mask(batch)
         if self.only_missing:
-            ok &= np.array([not str(text).strip() for text in batch["output"]], dtype=bool)
+            ok &= ~has_output(batch)
         n = len(ok)
         rows = np.flatnonzero(ok)
         prompts = [self.prompt(str(batch["instruction"][i]), str(batch["input"][i])) for i in rows]
